@@ -1,0 +1,124 @@
+"""Device mesh, logical-axis sharding rules, and multi-host start-up.
+
+Every array in the project is annotated with *logical* axis names ("batch", "embed", "mlp", ...);
+this module is the one place that maps them to the physical mesh axes ("data", "fsdp", "tensor").
+One config therefore runs on 1 device, 8 fake CPU devices, or a GPU/TPU slice: only the mesh shape
+changes. Meshes use Auto axis types so GSPMD propagates shardings through un-annotated ops.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axis (or tuple of mesh axes, or None for replicated).
+LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),
+    "length": None,
+    "embed": "fsdp",
+    "mlp": "tensor",
+    "heads": "tensor",
+    "kv_heads": "tensor",
+    "head_dim": None,
+    "vocab": "tensor",
+    "lora_rank": None,
+    "users": ("data", "fsdp"),
+    "items": None,
+    "features": None,
+}
+
+
+def mesh_shape_from_config(shape: Mapping[str, int] | None, num_devices: int | None = None) -> dict[str, int]:
+    """Resolves a {"data": -1, "fsdp": 1, "tensor": 1} style shape; at most one axis may be -1 (the rest)."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    shape = dict(shape or {"data": -1})
+    unknown = [a for a in shape if a not in MESH_AXES]
+    if unknown:
+        raise ValueError(f"mesh axes {unknown} are not among {MESH_AXES}")
+    resolved = {a: int(shape.get(a, 1)) for a in MESH_AXES}
+    free = [a for a, n in resolved.items() if n == -1]
+    if len(free) > 1:
+        raise ValueError(f"mesh shape {shape}: only one axis may be -1, got {free}")
+    fixed = math.prod(n for n in resolved.values() if n != -1)
+    if free:
+        if num_devices % fixed:
+            raise ValueError(f"mesh shape {shape}: {num_devices} devices do not divide by {fixed}")
+        resolved[free[0]] = num_devices // fixed
+    if math.prod(resolved.values()) != num_devices:
+        raise ValueError(f"mesh shape {resolved} needs {math.prod(resolved.values())} devices, have {num_devices}")
+    return resolved
+
+
+def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (or `devices`), Auto axis types."""
+    devices = list(jax.devices() if devices is None else devices)
+    resolved = mesh_shape_from_config(shape, len(devices))
+    return jax.make_mesh(
+        tuple(resolved[a] for a in MESH_AXES),
+        MESH_AXES,
+        axis_types=(AxisType.Auto,) * len(MESH_AXES),
+        devices=devices,
+    )
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], rules: Mapping[str, object] | None = None) -> PartitionSpec:
+    """("batch", "length") -> PartitionSpec(("data", "fsdp"), None); a mesh axis is used at most once."""
+    rules = LOGICAL_AXIS_RULES if rules is None else rules
+    used: set[str] = set()
+    spec = []
+    for name in logical_axes:
+        target = None if name is None else rules.get(name)
+        if name is not None and name not in rules:
+            raise KeyError(f"no sharding rule for logical axis {name!r}")
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used)
+        used.update(axes)
+        spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*spec)
+
+
+def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
+    """NamedSharding for an array whose dimensions carry these logical names; axes of size 1 drop out."""
+    spec = logical_to_spec(logical_axes)
+    cleaned = []
+    for entry in spec:
+        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+        axes = tuple(a for a in axes if mesh.shape[a] > 1)
+        cleaned.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return NamedSharding(mesh, PartitionSpec(*cleaned))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading dimension over the data-parallel axes, the rest replicated."""
+    return named_sharding(mesh, ("batch",) + (None,) * (ndim - 1))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    cpu_collectives: bool = False,
+) -> None:
+    """Joins this process to a multi-host run; a no-op for a single process (num_processes <= 1).
+
+    On CPU the collectives need gloo; on GPU/TPU clusters jax discovers everything from the
+    environment when the arguments are left as None.
+    """
+    if num_processes is not None and num_processes <= 1:
+        return
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
+    logging.info("process %d of %d joined; %d global devices", jax.process_index(), jax.process_count(),
+                 jax.device_count())

@@ -1,0 +1,44 @@
+"""rallrec-jax: RALLRec+ (arXiv 2503.20430) in JAX/Flax."""
+from setuptools import find_packages, setup
+
+# Ranges admit the versions checked in shared/docs/environment.md (Python 3.11, jax 0.10.2) and the
+# newer ones that Python 3.12 gets; jraph has only dev releases, so it is pinned exactly.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "jraph==0.0.6.dev0",
+    "numpy>=2.0",
+    "transformers>=5.0,<6",
+    "tensorflow-datasets>=4.9.10",
+    "array-record>=0.8",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.5.1",
+    "safetensors>=0.8.0",
+    # Reads GGUF weights (the offline SmolLM2 asset) with numpy; no torch needed.
+    "gguf>=0.17",
+    "tqdm>=4.66",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest>=8",
+        # The PyTorch reference in parity tests; 2.13.0 is the CPU wheel on the project's machines.
+        "torch==2.13.0",
+        "scikit-learn>=1.5",
+    ],
+}
+
+setup(
+    name="rallrec-jax",
+    version="0.1.0",
+    description="RALLRec+: retrieval-augmented LLM recommendation with reasoning, in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["rallrec_jax", "rallrec_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    license="MIT",
+)

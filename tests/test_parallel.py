@@ -1,0 +1,37 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+from rallrec_jax import parallel
+
+
+def test_eight_fake_devices():
+    assert jax.device_count() == 8
+
+
+def test_mesh_shape_resolves_free_axis():
+    assert parallel.mesh_shape_from_config({"data": -1, "tensor": 2}, 8) == {"data": 4, "fsdp": 1, "tensor": 2}
+    with pytest.raises(ValueError, match="do not divide"):
+        parallel.mesh_shape_from_config({"data": -1, "tensor": 3}, 8)
+    with pytest.raises(ValueError, match="only one axis"):
+        parallel.mesh_shape_from_config({"data": -1, "fsdp": -1}, 8)
+    with pytest.raises(ValueError, match="not among"):
+        parallel.mesh_shape_from_config({"model": 8}, 8)
+
+
+def test_logical_rules_use_each_mesh_axis_once():
+    assert parallel.logical_to_spec(("batch", "length")) == PartitionSpec(("data", "fsdp"), None)
+    assert parallel.logical_to_spec(("embed", "mlp")) == PartitionSpec("fsdp", "tensor")
+    assert parallel.logical_to_spec(("batch", "embed")) == PartitionSpec(("data", "fsdp"), None)
+    with pytest.raises(KeyError):
+        parallel.logical_to_spec(("nonsense",))
+
+
+def test_sharded_sum_equals_numpy():
+    mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    x = np.arange(64, dtype=np.float32).reshape(8, 8)
+    arr = jax.device_put(x, parallel.named_sharding(mesh, ("batch", "mlp")))
+    assert len(arr.sharding.device_set) == 8
+    np.testing.assert_allclose(jax.jit(jnp.sum)(arr), x.sum())
