@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "transformers>=5.0,<6",
     "tensorflow-datasets>=4.9.10",
     "array-record>=0.8",
+    "importlib-resources>=6",  # tfds.data_source imports it lazily
     "ml-collections>=1.1.0",
     "absl-py>=2.5.1",
     "safetensors>=0.8.0",

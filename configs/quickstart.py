@@ -1,0 +1,11 @@
+"""The embedded default: MovieLens-100K (offline from the recbole wheel), MovieLens preprocessing."""
+import ml_collections
+
+from configs import base_data
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data = base_data.data_config("movielens-100k")
+    config.eval_size = 1000
+    return config

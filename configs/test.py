@@ -1,0 +1,27 @@
+"""Tiny config for the tests: the Amazon 2018 Magazine Subscriptions files in ../shared/data.
+
+That category is small (only 666 users have 5+ ratings), so the official Movies & TV filters would
+leave nothing: users need 5+ ratings, items 2+, and the category is the first level below the root.
+"""
+import pathlib
+
+import ml_collections
+
+from configs import base_data
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data = base_data.data_config("amazon")
+    config.data.data_dir = str(SHARED_DATA / "amazon-2018")
+    config.data.amazon_category = "Magazine_Subscriptions"
+    config.data.category_index = 1
+    config.data.category_depth = 0
+    config.data.drop_items_without = "category"
+    config.data.user_core_min = 5
+    config.data.item_core_min = 2
+    config.data.tfds_max_history = 20
+    config.eval_size = 100
+    return config

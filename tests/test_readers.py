@@ -1,0 +1,213 @@
+"""Readers on the real official files, and every kind of bad input named by file and line."""
+import gzip
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from rallrec_jax import assets
+from rallrec_jax.data import readers
+from rallrec_jax.data.readers import DataFormatError
+
+
+@pytest.fixture(scope="module")
+def ml1m(shared_data):
+    return readers.read_movielens_1m(shared_data / "ml-1m")
+
+
+def test_movielens_1m_real_files(ml1m):
+    assert ml1m.num_interactions == 487_650
+    assert len(ml1m.item_fields) == 3_883 and len(ml1m.user_fields) == 6_040
+    assert ml1m.item_fields["1"] == {"title": "Toy Story (1995)", "genre": "Animation"}
+    assert ml1m.user_fields["1"] == {"gender": "female", "age": "under 18", "job": "K-12 student"}
+    assert ml1m.user_fields["2"]["job"] == "self-employed" and ml1m.user_fields["2"]["age"] == "above 56"
+    assert set(np.unique(ml1m.rating)) == {1, 2, 3, 4, 5}
+    # ISO-8859-1 titles decode to the right characters.
+    assert any("é" in f["title"] for f in ml1m.item_fields.values())
+
+
+def test_movielens_100k_both_layouts_agree(tmp_path):
+    recbole = readers.read_movielens_100k(assets.fetch_wheel("recbole") / assets.ML100K_WHEEL_FOLDER)
+    assert recbole.num_interactions == 100_000
+    assert len(recbole.item_fields) == 1_682 and len(recbole.user_fields) == 943
+    assert recbole.item_fields["1"] == {"title": "Toy Story (1995)", "genre": "Animation"}
+    assert recbole.user_fields["1"] == {"gender": "male", "age": "18-24", "job": "technician"}
+    # Write the same data in the GroupLens layout and read it back through the other reader.
+    genres = readers.ML100K_GENRES
+    with open(tmp_path / "u.data", "w") as f:
+        for u, i, r, t in zip(recbole.user, recbole.item, recbole.rating, recbole.timestamp):
+            f.write(f"{u}\t{i}\t{r}\t{t}\n")
+    with open(tmp_path / "u.item", "w", encoding="iso-8859-1") as f:
+        for i, fields in recbole.item_fields.items():
+            flags = ["1" if g == fields["genre"] else "0" for g in genres]
+            f.write("|".join([i, fields["title"], "", "", ""] + flags) + "\n")
+    with open(tmp_path / "u.user", "w") as f:
+        for u in recbole.user_fields:
+            f.write(f"{u}|24|M|technician|00000\n")
+    grouplens = readers.read_movielens_100k(tmp_path)
+    np.testing.assert_array_equal(grouplens.item, recbole.item)
+    np.testing.assert_array_equal(grouplens.rating, recbole.rating)
+    assert grouplens.item_fields == recbole.item_fields
+
+
+def test_bookcrossing_real_files(shared_data):
+    bx = readers.read_bookcrossing(shared_data / "bookcrossing")
+    assert len(bx.item_fields) == 27_108 or len(bx.item_fields) == 27_109 - sum(
+        v for k, v in bx.skipped.items() if k.startswith("books"))
+    assert len(bx.user_fields) == 48_299
+    # Every rating row is either kept or counted as skipped: nothing silently dropped.
+    assert bx.num_interactions + sum(v for k, v in bx.skipped.items() if k.startswith("ratings")) == 230_936
+    assert bx.timestamp is None
+    book = bx.item_fields["0002005018"]
+    assert book == {"title": "Clara Callan", "isbn": "0002005018", "author": "Richard Bruce Wright", "year": "2001",
+                    "publisher": "HarperFlamingo Canada"}
+    assert bx.user_fields["9"] == {"location": "usa", "age": "unknown"}
+    # The dump's escaped quotes are cleaned, not left as backslashes.
+    assert not any("\\" in f["title"] for f in bx.item_fields.values())
+
+
+def test_amazon_real_files(shared_data):
+    folder = shared_data / "amazon-2018"
+    az = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
+                             category_index=1, category_depth=None)
+    assert az.num_interactions == 89_689
+    assert len(az.item_fields) == 2_320  # distinct asins; duplicates counted
+    assert az.skipped["metadata: duplicate asin (first line kept)"] == 3_385 - 2_320
+    assert all("<" not in f["title"] for f in az.item_fields.values())
+    assert sum(1 for f in az.item_fields.values() if f["title"]) >= 2_300
+    assert set(np.unique(az.rating)) <= {1, 2, 3, 4, 5}
+    strict = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz")
+    # The official rule (exactly three levels, third one) leaves most magazines 'unknown'.
+    assert sum(f["category"] == "unknown" for f in strict.item_fields.values()) > 1000
+
+
+def test_amazon_review_json_and_plain_meta(tmp_path):
+    reviews = tmp_path / "Movies_and_TV_5.json.gz"
+    with gzip.open(reviews, "wt") as f:
+        f.write('{"overall": 5.0, "reviewTime": "09 18, 1999", "reviewerID": "U1", "asin": "A1"}\n')
+        f.write('{"overall": 2.0, "unixReviewTime": 1000, "reviewerID": "U2", "asin": "A1"}\n')
+    meta = tmp_path / "meta.json"
+    meta.write_text("{'asin': 'A1', 'title': 'Heat &amp; Dust', 'category': ['Movies & TV', 'Genre', 'Drama']}\n")
+    az = readers.read_amazon(reviews, meta)
+    assert az.timestamp.tolist() == [937612800, 1000]
+    assert az.item_fields["A1"] == {"title": "Heat & Dust", "category": "Drama"}
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+def _ml1m_copy(src: pathlib.Path, dst: pathlib.Path, n_ratings=200) -> pathlib.Path:
+    dst.mkdir()
+    shutil.copy(src / "movies.dat", dst)
+    shutil.copy(src / "users.dat", dst)
+    with open(src / "ratings.dat") as f:
+        (dst / "ratings.dat").write_text("".join(next(f) for _ in range(n_ratings)))
+    return dst
+
+
+def _replace_line(path: pathlib.Path, number: int, text: str):
+    lines = path.read_text(encoding="iso-8859-1").splitlines()
+    lines[number - 1] = text
+    path.write_text("\n".join(lines) + "\n", encoding="iso-8859-1")
+
+
+def test_truncated_line(shared_data, tmp_path):
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    _replace_line(d / "ratings.dat", 17, "1::1193::5")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat:17: expected 4 fields"):
+        readers.read_movielens_1m(d)
+
+
+def test_non_numeric_rating(shared_data, tmp_path):
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    _replace_line(d / "ratings.dat", 5, "1::1193::five::978300760")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat:5: rating 'five' is not a number"):
+        readers.read_movielens_1m(d)
+    _replace_line(d / "ratings.dat", 5, "1::1193::9::978300760")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat:5: rating 9 outside 1\.\.5"):
+        readers.read_movielens_1m(d)
+
+
+def test_non_numeric_bookcrossing_rating(shared_data, tmp_path):
+    d = tmp_path / "bx"
+    shutil.copytree(shared_data / "bookcrossing", d)
+    for p in d.iterdir():
+        p.chmod(0o644)
+    _replace_line(d / "BX-Book-Ratings.csv", 3, '"276754";"0684867621";"eight"')
+    with pytest.raises(DataFormatError, match=r"BX-Book-Ratings\.csv:3: Book-Rating 'eight' is not a number"):
+        readers.read_bookcrossing(d)
+
+
+def test_unknown_item_id(shared_data, tmp_path):
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    _replace_line(d / "ratings.dat", 9, "1::99999::5::978300760")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat:9: unknown movie id '99999' \(not in movies\.dat\)"):
+        readers.read_movielens_1m(d)
+
+
+def test_wrong_encoding(shared_data, tmp_path):
+    # UTF-16 where ISO-8859-1 / ASCII is promised: named, not read as garbage.
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    text = (d / "ratings.dat").read_text()
+    (d / "ratings.dat").write_bytes(text.encode("utf-16"))
+    with pytest.raises(DataFormatError, match=r"ratings\.dat:1: NUL byte.*UTF-16"):
+        readers.read_movielens_1m(d)
+    # Latin-1 bytes where JSON (UTF-8) is promised.
+    meta = tmp_path / "meta.json"
+    meta.write_bytes('{"asin": "A1", "title": "ok"}\n{"asin": "A2", "title": "Caf\u00e9"}\n'.encode("iso-8859-1"))
+    ratings = tmp_path / "r.csv"
+    ratings.write_text("A1,U1,5.0,1000\n")
+    with pytest.raises(DataFormatError, match=r"meta\.json:2: bytes that are not valid utf-8"):
+        readers.read_amazon(ratings, meta)
+
+
+def test_utf8_copy_of_latin1_file_is_recovered(shared_data, tmp_path):
+    """Documented recovery: a movies.dat re-saved as UTF-8 reads the same as the official one."""
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    text = (d / "movies.dat").read_text(encoding="iso-8859-1")
+    (d / "movies.dat").write_text(text, encoding="utf-8")
+    original = readers.read_movielens_1m(_ml1m_copy(shared_data / "ml-1m", tmp_path / "ml2"))
+    assert readers.read_movielens_1m(d).item_fields == original.item_fields
+
+
+def test_empty_file(shared_data, tmp_path):
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    (d / "ratings.dat").write_text("")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat: the file is empty"):
+        readers.read_movielens_1m(d)
+    (d / "ratings.dat").write_text("\n\n")
+    with pytest.raises(DataFormatError, match=r"ratings\.dat: no ratings"):
+        readers.read_movielens_1m(d)
+
+
+def test_missing_file(shared_data, tmp_path):
+    d = _ml1m_copy(shared_data / "ml-1m", tmp_path / "ml")
+    (d / "users.dat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"users\.dat: missing"):
+        readers.read_movielens_1m(d)
+
+
+def test_bad_json_line_and_gzip(tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text('{"asin": "A1"}\n{"asin": "A2", "title": \n')
+    ratings = tmp_path / "r.csv"
+    ratings.write_text("A1,U1,5.0,1000\n")
+    with pytest.raises(DataFormatError, match=r"meta\.json:2: not a JSON object"):
+        readers.read_amazon(ratings, meta)
+    bad_gz = tmp_path / "meta.json.gz"
+    bad_gz.write_bytes(b"not gzip at all")
+    with pytest.raises(DataFormatError, match=r"meta\.json\.gz: not a readable gzip file"):
+        readers.read_amazon(ratings, bad_gz)
+
+
+def test_bookcrossing_known_dirt_is_counted(shared_data, tmp_path):
+    d = tmp_path / "bx"
+    shutil.copytree(shared_data / "bookcrossing", d)
+    for p in d.iterdir():
+        p.chmod(0o644)
+    _replace_line(d / "BX-Book-Ratings.csv", 2, '"276744";"03855X";"7"')  # invalid ISBN
+    _replace_line(d / "BX-Book-Ratings.csv", 3, '"276754";"9999999999";"8"')  # book not in the table
+    bx = readers.read_bookcrossing(d)
+    assert bx.skipped["ratings: ISBN not 10 alphanumerics"] == 1
+    assert bx.skipped["ratings: ISBN absent from BX-Books.csv"] == 1
+    assert bx.num_interactions + sum(v for k, v in bx.skipped.items() if k.startswith("ratings")) == 230_936

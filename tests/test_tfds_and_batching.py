@@ -1,0 +1,70 @@
+"""TFDS array_record copy of the samples (no TensorFlow) and numpy batches sharded over the mesh."""
+import jax
+import numpy as np
+import pytest
+
+from rallrec_jax import parallel
+from rallrec_jax.data import batching, ctr, readers, tfds_builders
+
+
+@pytest.fixture(scope="module")
+def amazon_dir(shared_data, tmp_path_factory):
+    folder = shared_data / "amazon-2018"
+    raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
+                              category_index=1, category_depth=None)
+    data = ctr.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
+    return data.save(tmp_path_factory.mktemp("prep") / "amazon"), data
+
+
+def test_tfds_examples_equal_the_prepared_samples(amazon_dir, tmp_path):
+    prepared, data = amazon_dir
+    max_history = 6
+    for split in ctr.SPLITS:
+        source = tfds_builders.data_source(prepared, tmp_path / "tfds", split, max_history=max_history)
+        assert len(source) == data.num_samples(split)
+        s = data.samples[split]
+        for index in range(len(source)):
+            ex = source[index]
+            hist = data.history(split, index)
+            assert ex["sample_index"] == index
+            assert ex["user"] == s["user"][index] and ex["item"] == s["item"][index]
+            assert ex["label"] == s["label"][index] and ex["rating"] == s["rating"][index]
+            assert ex["item_id"].decode() == data.item_ids[s["item"][index]]
+            assert ex["history_length"] == len(hist["item"])
+            np.testing.assert_array_equal(np.asarray(ex["history_item"]), hist["item"][-max_history:])
+            np.testing.assert_array_equal(np.asarray(ex["history_rating"]), hist["rating"][-max_history:])
+    # Built once: a second call reuses the files.
+    builder = tfds_builders.build(prepared, tmp_path / "tfds", max_history)
+    assert builder.info.metadata["max_history"] == max_history
+    assert builder.info.metadata["statistics"]["samples"] == data.statistics()["samples"]
+
+
+def test_batches_cover_every_row_once_with_padding_masked():
+    arrays = {"x": np.arange(21), "y": np.arange(21) * 2.0}
+    batches = list(batching.batch_iterator(arrays, 8))
+    assert len(batches) == 3
+    seen = np.concatenate([b["x"][b["mask"] == 1] for b in batches])
+    np.testing.assert_array_equal(seen, np.arange(21))
+    assert batches[-1]["mask"].tolist() == [1] * 5 + [0] * 3
+    assert len(list(batching.batch_iterator(arrays, 8, drop_remainder=True))) == 2
+
+
+def test_shuffle_depends_only_on_seed_and_epoch():
+    arrays = {"x": np.arange(100)}
+    order = lambda **kw: np.concatenate([b["x"] for b in batching.batch_iterator(arrays, 10, shuffle=True, **kw)])  # noqa: E731
+    np.testing.assert_array_equal(order(seed=1, epoch=0), order(seed=1, epoch=0))
+    assert not np.array_equal(order(seed=1, epoch=0), order(seed=1, epoch=1))
+    np.testing.assert_array_equal(np.sort(order(seed=3, epoch=2)), np.arange(100))
+
+
+def test_batches_are_sharded_over_the_data_axes():
+    mesh = parallel.make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
+    arrays = {"x": np.arange(40, dtype=np.int32).reshape(20, 2)}
+    batches = list(batching.batch_iterator(arrays, 16, mesh=mesh))
+    first = batches[0]["x"]
+    assert isinstance(first, jax.Array) and first.shape == (16, 2)
+    assert len(first.sharding.device_set) == 8
+    assert first.addressable_shards[0].data.shape == (2, 2)
+    np.testing.assert_array_equal(np.asarray(first), arrays["x"][:16])
+    with pytest.raises(ValueError, match="does not divide over 8"):
+        next(batching.batch_iterator(arrays, 12, mesh=mesh))
