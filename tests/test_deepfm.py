@@ -136,5 +136,7 @@ def test_config_errors():
     x = np.zeros((16, 2), np.int32)
     with pytest.raises(ValueError, match="data-parallel size 8"):
         deepfm.train_deepfm(x, np.zeros(16), x, np.zeros(16), [2, 2], dict(batch_size=12))
+    with pytest.raises(ValueError, match="max_epochs"):
+        deepfm.train_deepfm(x, np.zeros(16), x, np.zeros(16), [2, 2], dict(max_epochs=0))
     with pytest.raises(ValueError, match="train_labels"):
         deepfm.train_deepfm(x, np.zeros(15), x, np.zeros(16), [2, 2])

@@ -43,6 +43,27 @@ def test_random_against_formula_and_range(seed):
     assert np.all(got >= lo.astype(np.float32)) and np.all(got <= hi.astype(np.float32))
 
 
+def _official_fused_prediction(model_a_preds, model_b_preds, w_A=0.1, epsilon=1e-3, w_B=1., tau_A=1.0, tau_B=1.):
+    """The per-sample loop body of the official inference/merge.py (spec 3.5), transcribed."""
+    mu_a = np.mean(model_a_preds)
+    var_a = np.var(model_a_preds)
+    mu_b = model_b_preds[0]
+    var_b = np.var(model_b_preds)
+    weight_a = w_A / (var_a / tau_A + epsilon)
+    weight_b = w_B / (var_b / tau_B + epsilon)
+    return (weight_a * mu_a + weight_b * mu_b) / (weight_a + weight_b)
+
+
+@pytest.mark.parametrize("alpha, eps", [(0.1, 1e-3), (0.3, 1e-5), (0.5, 1e-2)])
+def test_equals_official_loop(alpha, eps):
+    rng = np.random.default_rng(11)
+    preds = rng.random((5, 300))  # official layout: [runs, samples]
+    preds_llm = np.clip(rng.random((1, 300)) + rng.normal(0, 0.01, (3, 300)), 0, 1)  # 3 general runs
+    want = [_official_fused_prediction(preds[:, i], preds_llm[:, i], w_A=alpha, epsilon=eps) for i in range(300)]
+    got = cm.merge_runs(preds.T, preds_llm.T, alpha, eps, general_mean="first")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_never_leaves_unit_interval_at_the_edges():
     mr = jnp.array([1.0, 0.0, 1.0, 0.0])
     mg = jnp.array([1.0, 0.0, 0.0, 1.0])

@@ -227,6 +227,9 @@ def train_deepfm(
     config = DeepFMConfig.from_any(config)
     if config.early_stop_metric not in ("auc", "logloss"):
         raise ValueError(f"early_stop_metric must be 'auc' or 'logloss', got {config.early_stop_metric!r}")
+    if config.max_epochs < 1 or config.patience < 1 or config.batch_size < 1:
+        raise ValueError(f"max_epochs, patience and batch_size must be >= 1, got {config.max_epochs}, "
+                         f"{config.patience}, {config.batch_size}")
     x_tr = check_fields(train_fields, field_cardinalities, "train_fields")
     y_tr = _check_labels(train_labels, len(x_tr), "train_labels")
     x_va = check_fields(valid_fields, field_cardinalities, "valid_fields")
