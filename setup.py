@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     # Reads GGUF weights (the offline SmolLM2 asset) with numpy; no torch needed.
     "gguf>=0.17",
     "tqdm>=4.66",
+    # The paper's figures (reasoning analyses), written as PNG with the Agg backend.
+    "matplotlib>=3.8",
 ]
 
 EXTRAS_REQUIRE = {
