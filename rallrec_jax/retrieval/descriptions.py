@@ -156,13 +156,13 @@ def title_texts(data: CTRData) -> list[str]:
     return [title_text(data.name, item_fields(data, i)) for i in range(data.num_items)]
 
 
-def text_embeddings(
-    title_vectors: np.ndarray, description_vectors: np.ndarray | None
-) -> np.ndarray:
-    """e_text = [e_title || e_desc] (paper eq. 3); [I, D] + [I, D] -> [I, 2D]. The official code used the
-    description block alone: pass `title_vectors=None`-free inputs to choose, or call with both."""
-    if description_vectors is None:
-        return np.asarray(title_vectors)
+def text_embeddings(title_vectors: np.ndarray, description_vectors: np.ndarray, mode: str = "paper") -> np.ndarray:
+    """The text block of an item: `paper` is e_text = [e_title || e_desc] (eq. 3; [I, D] + [I, D] -> [I, 2D]);
+    `official` is e_desc alone, as the official retrieval scripts used it."""
     if len(title_vectors) != len(description_vectors):
         raise ValueError(f"{len(title_vectors)} title vectors but {len(description_vectors)} description vectors")
+    if mode == "official":
+        return np.asarray(description_vectors)
+    if mode != "paper":
+        raise ValueError(f"text embedding mode {mode!r} is neither 'paper' nor 'official'")
     return np.concatenate([title_vectors, description_vectors], axis=1)
