@@ -1,0 +1,42 @@
+"""ID fields for the baselines: vocabularies from train only, unseen values counted, DeepFM learns."""
+import numpy as np
+
+from configs import test as test_config
+from rallrec_jax import metrics
+from rallrec_jax.data import features, prepare
+from rallrec_jax.generation import deepfm
+
+
+def test_fields_from_training_vocabulary(tmp_path):
+    config = test_config.get_config().data
+    config.build_tfds = False
+    data = prepare.prepare_data(config, tmp_path)
+    table = features.categorical_fields(data)
+    assert table.names == ["user", "item", "item_category"]  # Amazon has no user profile
+    train = table.fields["train"]
+    assert (train > 0).all()  # every training value is in the vocabulary
+    for f, card in enumerate(table.cardinalities):
+        assert train[:, f].max() < card
+    test = table.fields["test"]
+    # A test user unseen in training maps to 0, and is counted.
+    train_users = set(data.samples["train"]["user"].tolist())
+    unseen = sum(u not in train_users for u in data.samples["test"]["user"].tolist())
+    assert table.unseen["test"]["user"] == unseen == int((test[:, 0] == 0).sum())
+    # Same value, same index, across splits.
+    u0 = data.samples["test"]["user"][test[:, 0] > 0][0]
+    row_train = np.flatnonzero(data.samples["train"]["user"] == u0)[0]
+    assert train[row_train, 0] == test[test[:, 0] > 0][0, 0]
+    np.testing.assert_array_equal(table.labels["test"], data.samples["test"]["label"])
+
+
+def test_deepfm_on_real_samples_beats_chance(tmp_path):
+    config = test_config.get_config().data
+    config.build_tfds = False
+    data = prepare.prepare_data(config, tmp_path)
+    table = features.categorical_fields(data)
+    model, history = deepfm.train_deepfm(table.fields["train"], table.labels["train"], table.fields["validation"],
+                                         table.labels["validation"], table.cardinalities,
+                                         {"max_epochs": 3, "batch_size": 128})
+    probs = deepfm.predict(model, table.fields["train"])
+    assert metrics.ctr_metrics(table.labels["train"], probs)["auc"] > 0.6
+    assert history["best_epoch"] >= 0
