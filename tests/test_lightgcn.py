@@ -4,6 +4,7 @@ import os
 import jax
 import jax.numpy as jnp
 import jraph
+import ml_collections
 import numpy as np
 import pytest
 
@@ -36,6 +37,10 @@ def test_dedupe_and_bad_input():
         L.dedupe_interactions(USERS[:3], ITEMS, NUM_USERS, NUM_ITEMS)
     with pytest.raises(ValueError, match="propagation"):
         L.LightGCNConfig(propagation="dense")
+    cfg = L.as_config(ml_collections.ConfigDict({"dim": 8, "epochs": 3}))
+    assert (cfg.dim, cfg.epochs, cfg.num_layers) == (8, 3, 3)
+    with pytest.raises(ValueError, match="unknown"):
+        L.as_config({"dims": 8})
 
 
 def test_jraph_layer_equals_dense_normalised_adjacency():

@@ -416,6 +416,66 @@ def _write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+class LightGCNTrainer:
+    """The training state of one LightGCN run, stepped one epoch at a time (train_lightgcn drives it).
+
+    Separate from `train_lightgcn` so that a benchmark can interleave epochs with a peer implementation.
+    """
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                 config: LightGCNConfig | Mapping[str, Any] | None = None, mesh: Mesh | None = None):
+        cfg = self.config = as_config(config)
+        tu, ti = dedupe_interactions(users, items, num_users, num_items)
+        if tu.size == 0:
+            raise ValueError("users/items hold no interaction to train on")
+        if num_users * num_items >= 2**31:
+            raise ValueError(f"num_users*num_items={num_users * num_items} overflows the int32 pair keys")
+        mesh = parallel.make_mesh() if mesh is None else mesh
+        dp = parallel.data_parallel_size(mesh)
+        if cfg.batch_size % dp:
+            raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the {dp} data-parallel devices")
+        self.train_pairs = (tu, ti)
+        self.num_users, self.num_items = num_users, num_items
+
+        graph = build_graph(tu, ti, num_users, num_items)
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+        self.operator = jax.device_put(make_operator(graph, cfg.propagation), self.replicated)
+        self._train_u = jax.device_put(jnp.asarray(tu), self.replicated)
+        self._train_i = jax.device_put(jnp.asarray(ti), self.replicated)
+        self._positive_keys = jax.device_put(jnp.asarray(tu * num_items + ti, jnp.int32), self.replicated)
+
+        model = LightGCN(num_users, num_items, cfg.dim, cfg.num_layers, rngs=nnx.Rngs(params=cfg.seed),
+                         init=cfg.init, init_std=cfg.init_std)
+        opt = nnx.Optimizer(model, optax.adam(cfg.lr), wrt=nnx.Param)
+        self._graphdef, state = nnx.split((model, opt))
+        self.state = jax.device_put(state, self.replicated)
+        self._epoch_fn = _make_epoch_fn(self._graphdef, cfg, num_users, num_items, tu.size, mesh)
+        self._embeddings_fn = _embeddings_fn(self._graphdef)
+        self._base_key = jax.random.key(cfg.seed)
+
+    def run_epoch(self, epoch: int) -> float:
+        """One pass over the shuffled training pairs (0-based epoch seeds its shuffle and negatives)."""
+        self.state, loss = self._epoch_fn(self.state, jax.random.fold_in(self._base_key, epoch), self.operator,
+                                          self._train_u, self._train_i, self._positive_keys)
+        return float(loss)  # blocks until the epoch is done
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Layer-mean user [U, D] and item [I, D] embeddings."""
+        ue, ie = self._embeddings_fn(self.state, self.operator)
+        return np.asarray(ue), np.asarray(ie)
+
+    def evaluate(self, eval_pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        ue, ie = self.embeddings()
+        return topk_metrics(ue, ie, self.train_pairs, eval_pairs, self.config.eval_k, self.config.eval_batch_users)
+
+    def pure_state(self) -> dict:
+        return nnx.to_pure_dict(self.state)
+
+    def load_pure_state(self, restored: dict) -> None:
+        nnx.replace_by_pure_dict(self.state, restored)
+        self.state = jax.device_put(self.state, self.replicated)
+
+
 def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
                    config: LightGCNConfig | Mapping[str, Any] | None = None, workdir: str | None = None,
                    eval_pairs: tuple[np.ndarray, np.ndarray] | None = None, mesh: Mesh | None = None
@@ -427,33 +487,8 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
     `checkpoint_every` epochs under workdir/checkpoints (absolute path) and metrics.json; a later call
     with the same workdir resumes from the latest checkpoint. mesh: defaults to all devices on "data".
     """
-    cfg = as_config(config)
-    tu, ti = dedupe_interactions(users, items, num_users, num_items)
-    if tu.size == 0:
-        raise ValueError("users/items hold no interaction to train on")
-    if num_users * num_items >= 2**31:
-        raise ValueError(f"num_users*num_items={num_users * num_items} overflows the int32 pair keys")
-    mesh = parallel.make_mesh() if mesh is None else mesh
-    dp = parallel.data_parallel_size(mesh)
-    if cfg.batch_size % dp:
-        raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the {dp} data-parallel devices")
-
-    graph = build_graph(tu, ti, num_users, num_items)
-    operator = make_operator(graph, cfg.propagation)
-    replicated = NamedSharding(mesh, PartitionSpec())
-    operator = jax.device_put(operator, replicated)
-    train_u = jax.device_put(jnp.asarray(tu), replicated)
-    train_i = jax.device_put(jnp.asarray(ti), replicated)
-    positive_keys = jax.device_put(jnp.asarray(tu * num_items + ti, jnp.int32), replicated)  # sorted
-
-    model = LightGCN(num_users, num_items, cfg.dim, cfg.num_layers, rngs=nnx.Rngs(params=cfg.seed),
-                     init=cfg.init, init_std=cfg.init_std)
-    opt = nnx.Optimizer(model, optax.adam(cfg.lr), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, opt))
-    state = jax.device_put(state, replicated)
-    epoch_fn = _make_epoch_fn(graphdef, cfg, num_users, num_items, tu.size, mesh)
-    embeddings_fn = _embeddings_fn(graphdef)
-
+    trainer = LightGCNTrainer(users, items, num_users, num_items, config, mesh)
+    cfg = trainer.config
     metrics: list[dict[str, float]] = []
     start_epoch = 0
     manager = None
@@ -468,9 +503,7 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
         )
         latest = manager.latest_step()
         if latest is not None:
-            restored = manager.restore(latest, args=ocp.args.StandardRestore(nnx.to_pure_dict(state)))
-            nnx.replace_by_pure_dict(state, restored)
-            state = jax.device_put(state, replicated)
+            trainer.load_pure_state(manager.restore(latest, args=ocp.args.StandardRestore(trainer.pure_state())))
             start_epoch = int(latest)
             metrics_path = os.path.join(workdir, "metrics.json")
             if os.path.exists(metrics_path):
@@ -478,27 +511,22 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
                     metrics = [m for m in json.load(f) if m["epoch"] <= start_epoch]
             logging.info("LightGCN resumed from epoch %d in %s", start_epoch, workdir)
 
-    base_key = jax.random.key(cfg.seed)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        state, loss = epoch_fn(state, jax.random.fold_in(base_key, epoch), operator, train_u, train_i,
-                               positive_keys)
-        loss = float(loss)  # blocks until the epoch is done
+        loss = trainer.run_epoch(epoch)
         entry = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t0}
         last = epoch + 1 == cfg.epochs
         if eval_pairs is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            ue, ie = embeddings_fn(state, operator)
-            entry.update(topk_metrics(np.asarray(ue), np.asarray(ie), (tu, ti), eval_pairs, cfg.eval_k,
-                                      cfg.eval_batch_users))
+            entry.update(trainer.evaluate(eval_pairs))
         metrics.append(entry)
         logging.info("LightGCN %s", entry)
         if manager is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-            manager.save(epoch + 1, args=ocp.args.StandardSave(nnx.to_pure_dict(state)), force=True)
+            manager.save(epoch + 1, args=ocp.args.StandardSave(trainer.pure_state()), force=True)
             manager.wait_until_finished()
             _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
     if manager is not None:
         manager.wait_until_finished()
         manager.close()
 
-    ue, ie = embeddings_fn(state, operator)
-    return LightGCNResult(np.asarray(ue), np.asarray(ie), metrics)
+    ue, ie = trainer.embeddings()
+    return LightGCNResult(ue, ie, metrics)
