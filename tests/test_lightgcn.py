@@ -37,6 +37,7 @@ def test_dedupe_and_bad_input():
         L.dedupe_interactions(USERS[:3], ITEMS, NUM_USERS, NUM_ITEMS)
     with pytest.raises(ValueError, match="propagation"):
         L.LightGCNConfig(propagation="dense")
+    assert parallel.data_parallel_size(L.default_mesh()) == 1  # CPU: no replicated full-graph work
     cfg = L.as_config(ml_collections.ConfigDict({"dim": 8, "epochs": 3}))
     assert (cfg.dim, cfg.epochs, cfg.num_layers) == (8, 3, 3)
     with pytest.raises(ValueError, match="unknown"):

@@ -416,6 +416,17 @@ def _write_json_atomic(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def default_mesh() -> Mesh:
+    """All devices on the data axes, except on CPU: one device there.
+
+    Every device propagates the whole graph (only the BPR batch is split), so fake CPU devices sharing
+    the same cores would repeat that work once per device for no gain.
+    """
+    if jax.default_backend() == "cpu":
+        return parallel.make_mesh(devices=jax.devices()[:1])
+    return parallel.make_mesh()
+
+
 class LightGCNTrainer:
     """The training state of one LightGCN run, stepped one epoch at a time (train_lightgcn drives it).
 
@@ -430,7 +441,7 @@ class LightGCNTrainer:
             raise ValueError("users/items hold no interaction to train on")
         if num_users * num_items >= 2**31:
             raise ValueError(f"num_users*num_items={num_users * num_items} overflows the int32 pair keys")
-        mesh = parallel.make_mesh() if mesh is None else mesh
+        mesh = default_mesh() if mesh is None else mesh
         dp = parallel.data_parallel_size(mesh)
         if cfg.batch_size % dp:
             raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the {dp} data-parallel devices")
@@ -485,7 +496,7 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
     users/items: int arrays [E] of training interactions (duplicates are dropped). eval_pairs: held-out
     (users, items) for Recall@K / NDCG@K every `eval_every` epochs. workdir: orbax checkpoints every
     `checkpoint_every` epochs under workdir/checkpoints (absolute path) and metrics.json; a later call
-    with the same workdir resumes from the latest checkpoint. mesh: defaults to all devices on "data".
+    with the same workdir resumes from the latest checkpoint. mesh: see `default_mesh`.
     """
     trainer = LightGCNTrainer(users, items, num_users, num_items, config, mesh)
     cfg = trainer.config

@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rallrec_jax import parallel
+from rallrec_jax.retrieval.lightgcn import default_mesh
 
 NEGATIVES = ("all", "in_batch")
 
@@ -125,7 +126,7 @@ def train_ssl(text_emb: np.ndarray, colla_emb: np.ndarray, config: SSLConfig | M
     if valid_idx.size < 2:
         raise ValueError("train_ssl needs at least two items with a collaborative embedding")
 
-    mesh = parallel.make_mesh() if mesh is None else mesh
+    mesh = default_mesh() if mesh is None else mesh  # one device on CPU (fake devices share the cores)
     dp = parallel.data_parallel_size(mesh)
     batch = cfg.batch_size or valid_idx.size
     batch = math.ceil(batch / dp) * dp  # anchors split evenly over the data axes (padding is masked)
