@@ -95,7 +95,10 @@ def mixed_embedding(kind: str, text: np.ndarray | None = None, colla: np.ndarray
 
 @jax.jit
 def _dot_scores(emb: jax.Array, targets: jax.Array, cands: jax.Array) -> jax.Array:
-    return jnp.einsum("bd,bhd->bh", emb[targets], emb[cands])  # [B, H]
+    # The target's row against all items ([B, I]), then the candidates' columns: memory B*I, never the
+    # [B, H, D] gather of candidate vectors (H can be thousands, D thousands).
+    row = emb[targets] @ emb.T  # [B, I]
+    return jnp.take_along_axis(row, cands, axis=1)  # [B, H]
 
 
 @jax.jit
@@ -103,7 +106,7 @@ def _hybrid_scores(text: jax.Array, colla: jax.Array, targets: jax.Array, cands:
     """0.5 softmax_row(cos T)[t, c] + 0.5 softmax_row(cos C)[t, c]; rows normalised over all items."""
     def block(x):
         row = x[targets] @ x.T  # [B, I] cosines of the target to every item
-        picked = jnp.einsum("bd,bhd->bh", x[targets], x[cands])  # [B, H]
+        picked = jnp.take_along_axis(row, cands, axis=1)  # [B, H]
         return jnp.exp(picked - jax.nn.logsumexp(row, axis=1, keepdims=True))
     return 0.5 * block(text) + 0.5 * block(colla)
 
@@ -112,7 +115,7 @@ class ItemSimilarity:
     """similarity(targets [B], candidates [B, H]) -> [B, H] for one Table 6 variant, computed on the fly."""
 
     def __init__(self, kind: str, text: np.ndarray | None = None, colla: np.ndarray | None = None,
-                 ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128, chunk: int = 1024):
+                 ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128, chunk: int = 256):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {KINDS}")
         self.kind, self.style, self.chunk = kind, style, chunk

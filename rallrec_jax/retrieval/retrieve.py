@@ -274,7 +274,7 @@ def _official_batch(items, ratings, by_sim, valid, n_valid, config):
 
 def retrieve_samples(histories: Sequence[np.ndarray], ratings: Sequence[np.ndarray], targets: Sequence[int],
                      similarity: SimilarityFn | None, config: RetrievalConfig = RetrievalConfig(),
-                     chunk: int = 4096) -> list[tuple[np.ndarray, np.ndarray]]:
+                     chunk: int = 1024) -> list[tuple[np.ndarray, np.ndarray]]:
     """For a list of samples, the ordered (item indices, ratings) to put in each prompt."""
     if not (len(histories) == len(ratings) == len(targets)):
         raise ValueError(f"{len(histories)} histories, {len(ratings)} rating lists, {len(targets)} targets")
