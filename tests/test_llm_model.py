@@ -60,10 +60,10 @@ def _compare(torch_model, folder, tokens, mask):
 def test_logits_match_transformers_left_and_right_padding(tmp_path, kind, overrides):
     torch_model, folder = _save_tiny(tmp_path, "qwen2" if kind == "qwen2" else "llama", **overrides)
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, TINY["vocab_size"], size=(3, 40))
+    tokens = rng.integers(0, TINY["vocab_size"], size=(3, 150))  # > ATTN_CHUNK: the chunked path
     mask = np.ones_like(tokens)
     mask[1, :7] = 0  # left padded row
-    mask[2, 31:] = 0  # right padded row
+    mask[2, 131:] = 0  # right padded row
     _compare(torch_model, folder, tokens, mask)
 
 

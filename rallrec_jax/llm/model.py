@@ -73,6 +73,29 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
+ATTN_CHUNK = 128  # query rows per attention block in prefill / full-sequence passes
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """q [B, l, H, hd], k/v [B, s, KV, hd], mask [B, l, s] -> [B, l, H*hd]; grouped-query softmax attention.
+
+    The G query heads sharing a KV head are stacked along the query axis ([B, KV, G*l, hd]) so each score
+    product is one batched matmul per KV head; softmax runs in float32.
+    """
+    b, l, h, hd = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    g = h // kv
+    qg = q.reshape(b, l, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * l, hd)  # [B, KV, G*l, hd]
+    kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, s, hd]
+    vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt).astype(jnp.float32) * (hd ** -0.5)
+    scores = scores.reshape(b, kv, g, l, s)
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * l, s)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, vt).reshape(b, kv, g, l, hd)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h * hd)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: LlmConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -83,7 +106,9 @@ class Attention(nnx.Module):
         self.o_proj = Dense(h * hd, d, ("heads", "embed"), use_bias=cfg.o_bias, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                 cache: tuple[jax.Array, jax.Array] | None, cache_index: jax.Array | None):
+                 cache: tuple[jax.Array, jax.Array] | None, cache_index: jax.Array | None,
+                 causal_prefix: bool = False):
+        """causal_prefix (static): query i sits at key slot i (no cache, or a cache written from slot 0)."""
         cfg = self.cfg
         b, l, _ = x.shape
         h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -95,13 +120,14 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
             cache = (k, v)
-        g = h // kv
-        q = q.reshape(b, l, kv, g, hd)
-        scores = jnp.einsum("blkgd,bskd->bkgls", q, k.astype(q.dtype)) * (hd ** -0.5)  # [B, KV, G, L, S]
-        scores = scores.astype(jnp.float32)
-        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, v.astype(q.dtype)).reshape(b, l, h * hd)
+        if causal_prefix and l > ATTN_CHUNK:
+            # Query chunk [i, e) only needs key slots < e (causal): skip the masked upper blocks and keep the
+            # score tensor cache-sized. On CPU this is ~3x faster than one [L, L] block at L = 512.
+            out = jnp.concatenate([_attend(q[:, i:i + ATTN_CHUNK], k[:, :i + ATTN_CHUNK], v[:, :i + ATTN_CHUNK],
+                                           mask[:, i:i + ATTN_CHUNK, :i + ATTN_CHUNK])
+                                   for i in range(0, l, ATTN_CHUNK)], axis=1)
+        else:
+            out = _attend(q, k, v, mask)
         return self.o_proj(out), cache
 
 
@@ -123,8 +149,8 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg)
         self.mlp = Mlp(cfg, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache, cache_index):
-        a, cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index)
+    def __call__(self, x, cos, sin, mask, cache, cache_index, causal_prefix=False):
+        a, cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, causal_prefix)
         x = x + a
         return x + self.mlp(self.post_attn_norm(x)), cache
 
@@ -156,9 +182,10 @@ class Llm(nnx.Module):
             if cache_index is None:
                 raise ValueError("kv_cache given without cache_index")
             s = kv_cache[0][0].shape[1]
+            prefix = isinstance(cache_index, int) and cache_index == 0  # static zero offset
             offset = jnp.asarray(cache_index, jnp.int32)
         else:
-            s, offset = l, jnp.int32(0)
+            s, offset, prefix = l, jnp.int32(0), True
         if attention_mask is None:
             attention_mask = jnp.ones((b, s), bool)
         if attention_mask.shape != (b, s):
@@ -170,7 +197,7 @@ class Llm(nnx.Module):
         x = jnp.take(self.embedding[...], tokens, axis=0).astype(dtype)  # [B, L, D]
         new_cache = []
         for i, layer in enumerate(self.layers):
-            x, c = layer(x, cos, sin, mask, None if kv_cache is None else kv_cache[i], offset)
+            x, c = layer(x, cos, sin, mask, None if kv_cache is None else kv_cache[i], offset, prefix)
             new_cache.append(c)
         x = self.final_norm(x)
         return x, (None if kv_cache is None else tuple(new_cache))
