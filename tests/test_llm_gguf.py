@@ -4,6 +4,7 @@ which dequantises the same file (needs torch, gguf and accelerate)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -17,7 +18,7 @@ from rallrec_jax.llm.scoring import Scorer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = ["What is the capital of France?",
+QUESTIONS = ["Write a short story about a cat who learns to cook.",
              "Given a user who liked Toy Story and Aladdin, will they like The Lion King? Answer Yes or No."]
 
 
@@ -35,10 +36,14 @@ def smollm2():
 
 def test_logits_match_transformers(smollm2):
     ref, ours, _, prompts = smollm2
-    for ids in prompts:
+    length = max(map(len, prompts))
+    tokens, mask = tk.pad_batch(prompts, length, pad_id=0, side="right")
+    forward = nnx.jit(lambda m, t: m(t, jnp.broadcast_to(jnp.arange(length), t.shape)))
+    batch_logits = np.asarray(forward(ours, jnp.asarray(tokens)))  # right padding: causal, so exact per row
+    for ids, row in zip(prompts, batch_logits):
         with torch.no_grad():
             want = ref(input_ids=torch.tensor([ids])).logits[0].numpy()
-        got = np.asarray(ours(jnp.asarray([ids]), jnp.arange(len(ids))[None]))[0]
+        got = row[: len(ids)]
         diff = np.abs(got - want).max()
         print(f"SmolLM2 GGUF: {len(ids)} tokens, max |logit diff| = {diff:.2e} (max |logit| {np.abs(want).max():.1f})")
         assert diff < 5e-4  # 30 float32 layers; logits of magnitude ~30
@@ -55,13 +60,18 @@ def test_greedy_generation_matches_transformers(smollm2):
                                 pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
         print(repr(tok.decode(ours_out[0])))
         assert ours_out[0] == want
+    assert len(got[0][0]) == 32  # the story prompt runs the full 32 greedy steps without stopping
 
 
 def test_yes_probability_matches_transformers(smollm2):
     ref, ours, tok, prompts = smollm2
     yes, no = tk.yes_no_ids(tok)
     assert tok.decode([yes]) == "Yes" and tok.decode([no]) == "No"
-    for padding_side in ("left", "right"):
+    space_yes, space_no = tk.yes_no_ids(tok, leading_space=True)
+    assert tok.decode([space_yes]) == " Yes" and space_yes != yes and space_no != no
+    with pytest.raises(ValueError, match="not a single token"):
+        tk.single_token_id(tok, "Yesterday's news")
+    for padding_side in ("left",):  # right padding: tests/test_llm_scoring.py (tiny model)
         scorer = Scorer(ours, pad_id=tok.pad_token_id, batch_size=2, padding_side=padding_side)
         p_plain = scorer.yes_probability(prompts, yes, no)
         p_double = scorer.yes_probability(prompts, yes, no, double_softmax=True)

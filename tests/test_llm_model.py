@@ -84,6 +84,8 @@ def test_config_reads_rope_parameters_and_rope_scaling(tmp_path):
         LlmConfig.from_hf({**old, "rope_scaling": {"type": "yarn", "factor": 2.0}})
     with pytest.raises(ValueError, match="model_type"):
         LlmConfig.from_hf({**old, "model_type": "gpt2"})
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        LlmConfig.from_hf({**old, "model_type": "qwen2", "use_sliding_window": True})
 
 
 def test_loader_names_bad_tensors(tmp_path):
@@ -132,3 +134,17 @@ def test_head_at_positions_and_hidden_states(tmp_path):
     with torch.no_grad():
         ref = torch_model(input_ids=torch.tensor(np.asarray(tokens)), output_hidden_states=True).hidden_states[-1]
     np.testing.assert_allclose(np.asarray(hidden), ref.numpy(), atol=1e-5)  # HF's last = after final norm
+
+
+def test_bfloat16_params_and_compute(tmp_path):
+    torch_model, folder = _save_tiny(tmp_path, "qwen2", tie_word_embeddings=False)
+    f32 = weights.load_hf(folder)
+    bf16 = weights.load_hf(folder, param_dtype="bfloat16", dtype="bfloat16")
+    assert bf16.layers[0].attn.q_proj.kernel[...].dtype == jnp.bfloat16
+    tokens = jnp.asarray(np.random.default_rng(3).integers(0, 97, size=(2, 20)))
+    pos = jnp.broadcast_to(jnp.arange(20), (2, 20))
+    a, b = np.asarray(f32(tokens, pos)), np.asarray(bf16(tokens, pos))
+    assert b.dtype == np.float32  # logits come back in float32
+    diff = np.abs(a - b).max()
+    print(f"bf16 vs f32 max |logit diff| = {diff:.3f}")
+    assert 0 < diff < 0.05 * np.abs(a).max()

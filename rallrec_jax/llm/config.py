@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -75,13 +75,15 @@ class LlmConfig:
     # ------------------------------------------------------------------ builders
     @classmethod
     def from_hf(cls, d: Mapping[str, Any], param_dtype: str = "float32", dtype: str = "float32") -> "LlmConfig":
-        """From an HF config.json dict (LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM)."""
+        """From an HF config.json dict (LlamaForCausalLM, Qwen2ForCausalLM)."""
         model_type = d.get("model_type")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"config.json model_type={model_type!r}: supported are {SUPPORTED_MODEL_TYPES}")
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             if key not in d:
                 raise ValueError(f"config.json lacks required field {key!r}")
+        if d.get("use_sliding_window"):
+            raise ValueError("config.json use_sliding_window=true: sliding-window attention is not supported")
         heads = int(d["num_attention_heads"])
         rope = dict(d.get("rope_parameters") or {})  # transformers 5
         theta = rope.get("rope_theta", d.get("rope_theta", 10000.0))

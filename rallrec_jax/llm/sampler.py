@@ -97,9 +97,6 @@ class Sampler:
         p, k = len(prompts), int(num_samples)
         lp = bucket_length(max(len(x) for x in prompts))
         gen_len = bucket_length(max_new_tokens)
-        if lp + gen_len > self.cfg.max_position_embeddings * 4:
-            raise ValueError(f"prompt bucket {lp} + generation bucket {gen_len} is far beyond the model's "
-                             f"max_position_embeddings={self.cfg.max_position_embeddings}")
         p_pad = 1 << (p - 1).bit_length()  # prompt count bucket: powers of two
         dp = 1 if self.mesh is None else parallel.data_parallel_size(self.mesh)
         while (p_pad * k) % dp:
