@@ -8,7 +8,7 @@ from flax import nnx
 from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model, shard_model
-from rallrec_jax.llm.sampler import Sampler, filter_logits
+from rallrec_jax.llm.sampler import CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                 head_dim=8, max_position_embeddings=256, tie_word_embeddings=False, qkv_bias=True)
@@ -135,3 +135,37 @@ def test_bad_arguments_are_named():
         sampler(PROMPTS, max_new_tokens=3, temperature=1.0, top_p=0.0)
     with pytest.raises(ValueError, match="eos_ids"):
         Sampler(sharp_model(), eos_ids=(), pad_id=0)
+
+
+def test_candidate_nucleus_equals_full_sort_and_falls_back():
+    rng = np.random.default_rng(1)
+    peaked = jnp.asarray(rng.normal(size=(4, 1000)) * 4.0, jnp.float32)  # nucleus well inside 64 tokens
+    for top_k in (0, 20):
+        full = np.asarray(filter_logits(peaked, jnp.float32(0.6), jnp.float32(0.95), top_k, True))
+        vals, idx, covered = (np.asarray(a) for a in candidate_logits(peaked, jnp.float32(0.6), jnp.float32(0.95),
+                                                                      top_k, True))
+        assert covered.all()
+        for r in range(4):
+            assert set(idx[r][vals[r] > -1e30]) == set(np.flatnonzero(full[r] > -1e30))
+    flat = jnp.zeros((2, 1000), jnp.float32)  # uniform: the 0.9-nucleus holds 900 tokens > CANDIDATES
+    assert not np.asarray(candidate_logits(flat, jnp.float32(1.0), jnp.float32(0.9), 0, True)[2]).any()
+    draws = np.asarray(jax.vmap(lambda k: sample_tokens(flat, k, jnp.float32(1.0), jnp.float32(0.9), 0, True))(
+        jax.random.split(jax.random.key(0), 200)))
+    assert len(np.unique(draws)) > 3 * CANDIDATES  # the full-sort fallback ran
+
+
+def test_top_p_samples_follow_the_nucleus_distribution():
+    logits = jnp.asarray(np.random.default_rng(4).normal(size=(1, 200)) * 2.0, jnp.float32)
+    keys = jax.random.split(jax.random.key(3), 4000)
+    draws = np.asarray(jax.vmap(lambda k: sample_tokens(logits, k, jnp.float32(0.7), jnp.float32(0.8), 0, True))(
+        keys))[:, 0]
+    z = np.asarray(logits[0], np.float64) / 0.7
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    order = np.argsort(-p)
+    keep = order[(np.cumsum(p[order]) - p[order]) < 0.8]
+    q = np.zeros_like(p)
+    q[keep] = p[keep] / p[keep].sum()
+    assert set(np.unique(draws)) <= set(keep)
+    freq = np.bincount(draws, minlength=200) / len(draws)
+    assert np.abs(freq - q).sum() < 0.1

@@ -3,8 +3,10 @@
 K samples per prompt share one prefill (the prefilled KV cache is repeated K times). The cache is
 preallocated at prompt bucket + generation bucket slots and donated to the decode loop. Prompt length,
 generation length and prompt count are bucketed, so a long run compiles a handful of programs only.
-Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then a categorical
-draw keyed by (seed, step): the same seed gives the same samples.
+Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then one inverse-CDF
+draw per row keyed by (seed, step): the same seed gives the same samples. The nucleus is found among the
+top CANDIDATES tokens (a full-vocabulary sort costs ~1 s per step on CPU) and falls back to the sort only
+when a row's nucleus is wider.
 """
 from __future__ import annotations
 
@@ -29,8 +31,15 @@ class SampleOutput:
     finished: np.ndarray  # [P, K] bool: stopped at EOS (else ran out of max_new_tokens)
 
 
+CANDIDATES = 64  # top-p nucleus searched among this many top tokens first (full sort only if it is larger)
+
+
 def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
-    """[N, V] logits -> temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf."""
+    """[N, V] logits -> temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf.
+
+    The full-vocabulary reference (it sorts all V logits: slow on CPU); `sample_tokens` uses it only when
+    a nucleus is wider than CANDIDATES tokens.
+    """
     logits = logits.astype(jnp.float32) / temperature
     neg = jnp.finfo(jnp.float32).min
     if top_k > 0:
@@ -44,6 +53,52 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, t
         threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, neg, logits)
     return logits
+
+
+def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
+    """The same filter restricted to the top C tokens: (logits [N, C] with the rest at -inf, token ids [N, C],
+    covered [N]). `covered` is False where the nucleus may extend beyond the C candidates."""
+    logits = logits.astype(jnp.float32) / temperature
+    c = top_k if top_k > 0 else CANDIDATES
+    vals, idx = jax.lax.top_k(logits, c)  # sorted descending
+    covered = jnp.ones(logits.shape[:1], bool)
+    if use_top_p:
+        # mass over the whole (top-k filtered) distribution, as in the full filter
+        lse = jax.nn.logsumexp(vals if top_k > 0 else logits, axis=-1, keepdims=True)
+        probs = jnp.exp(vals - lse)
+        cum = jnp.cumsum(probs, axis=-1)
+        keep = cum - probs < top_p
+        covered = (cum[:, -1] >= top_p) | (top_k > 0)
+        threshold = jnp.min(jnp.where(keep, vals, jnp.inf), axis=-1, keepdims=True)
+        vals = jnp.where(vals < threshold, jnp.finfo(jnp.float32).min, vals)
+    return vals, idx, covered
+
+
+def inverse_cdf_sample(logits: jax.Array, key: jax.Array) -> jax.Array:
+    """One draw per row from softmax(logits) [N, C] with one uniform per row (cheap on CPU, unlike
+    `jax.random.categorical`'s Gumbel noise over every entry)."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    cdf = jnp.cumsum(probs, axis=-1)
+    u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
+    return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def sample_tokens(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int,
+                  use_top_p: bool) -> jax.Array:
+    """[N, V] logits -> [N] sampled ids (temperature, then top-k, then top-p, as transformers orders them)."""
+    if top_k == 0 and not use_top_p:
+        return inverse_cdf_sample(logits.astype(jnp.float32) / temperature, key)
+    vals, idx, covered = candidate_logits(logits, temperature, top_p, top_k, use_top_p)
+
+    def from_candidates(_):
+        return jnp.take_along_axis(idx, inverse_cdf_sample(vals, key)[:, None], axis=1)[:, 0]
+
+    def from_full(_):  # a nucleus wider than CANDIDATES in some row: sort the whole vocabulary
+        return inverse_cdf_sample(filter_logits(logits, temperature, top_p, top_k, use_top_p), key)
+
+    if top_k > 0:
+        return from_candidates(None)
+    return jax.lax.cond(jnp.all(covered), from_candidates, from_full, None).astype(jnp.int32)
 
 
 class Sampler:
@@ -151,8 +206,7 @@ class Sampler:
             if greedy:
                 tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
             else:
-                filtered = filter_logits(logits, temperature, top_p, top_k, use_top_p)
-                tok = jax.random.categorical(jax.random.fold_in(key, step), filtered).astype(jnp.int32)
+                tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_p, top_k, use_top_p)
             tok = jnp.where(done, self.pad_id, tok)
             out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
             done = done | jnp.isin(tok, eos)
