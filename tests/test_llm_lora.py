@@ -10,6 +10,7 @@ from rallrec_jax import checkpoint
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.lora import LoraConfig, LoraDense, apply_lora, lora_paths, merge_lora
 from rallrec_jax.llm.model import create_model
+from rallrec_jax.llm.scoring import Scorer
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                 head_dim=8, max_position_embeddings=128, tie_word_embeddings=False)
@@ -57,6 +58,8 @@ def test_defaults_target_q_and_v_and_start_as_identity():
 
 def test_only_adapters_change_and_save_restore_merge(tmp_path):
     model = lora_model()
+    scorer = Scorer(model, pad_id=0, batch_size=4)
+    untuned = scorer.next_token_logits(np.asarray(TOKENS).tolist())
     base_before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))))
     lora_before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.LoRAParam)))
     losses = train(model)
@@ -68,6 +71,10 @@ def test_only_adapters_change_and_save_restore_merge(tmp_path):
     assert all(jax.tree.leaves(changed))
 
     tuned = model(TOKENS, POS)
+    assert np.abs(untuned - np.asarray(tuned)[:, -1]).max() > 1e-3
+    scorer.refresh(model)
+    np.testing.assert_allclose(scorer.next_token_logits(np.asarray(TOKENS).tolist()), np.asarray(tuned)[:, -1],
+                               atol=2e-5)
     checkpoint.save_adapters(tmp_path / "adapters", 5, model)
     fresh = lora_model(lora_seed=99)  # same base, different adapter init
     assert np.abs(np.asarray(fresh(TOKENS, POS)) - np.asarray(tuned)).max() > 1e-4

@@ -115,6 +115,13 @@ class Sampler:
         self._prefill = jax.jit(self._prefill_fn, static_argnames=("num_samples", "gen_len"))
         self._decoders: dict[int, object] = {}  # prompt bucket -> jitted decode loop
 
+    def refresh(self, model: Llm) -> None:
+        """Re-reads the model's parameters (in-place optimizer updates already show; this covers replaced
+        variables, e.g. adapters restored from a checkpoint)."""
+        graphdef, self.state = nnx.split(model)
+        if graphdef != self.graphdef:
+            raise ValueError("refresh() needs a model with the same structure (e.g. LoRA applied before, not after)")
+
     # ------------------------------------------------------------------ jitted pieces
     def _constrain(self, x: jax.Array, axes):
         if self.mesh is None:

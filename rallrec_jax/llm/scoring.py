@@ -50,6 +50,13 @@ class Scorer:
         self._yes = jax.jit(self._yes_fn, static_argnames=("double_softmax",))
         self._pool = jax.jit(self._pool_fn)
 
+    def refresh(self, model: Llm) -> None:
+        """Re-reads the model's parameters (in-place optimizer updates already show; this covers replaced
+        variables, e.g. adapters restored from a checkpoint)."""
+        graphdef, self.state = nnx.split(model)
+        if graphdef != self.graphdef:
+            raise ValueError("refresh() needs a model with the same structure (e.g. LoRA applied before, not after)")
+
     # ------------------------------------------------------------------ jitted
     def _forward(self, state, tokens, mask, **kw):
         model = nnx.merge(self.graphdef, state)
