@@ -8,6 +8,7 @@ from flax import nnx
 from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model, shard_model
+from rallrec_jax.llm import sampler as sampler_lib
 from rallrec_jax.llm.sampler import CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -106,11 +107,12 @@ def test_filter_logits_matches_numpy():
 
 
 def test_buckets_bound_recompiles():
-    sampler = Sampler(sharp_model(), eos_ids=(63,), pad_id=0)
+    sampler = Sampler(sharp_model(), eos_ids=(62,), pad_id=0)  # a stop id no other test uses: fresh programs
+    prefills, decodes = sampler_lib._prefill._cache_size(), sampler_lib._decode._cache_size()
     for n in (3, 5, 9, 14):  # all in the 16-token prompt bucket
         sampler([list(range(1, n + 1))], max_new_tokens=5 + n)  # 8..19 new tokens: buckets 16 and 24
-    assert sampler._prefill._cache_size() == 2  # (prompt bucket 16) x (gen bucket 16, 24)
-    assert len(sampler._decoders) == 1 and sampler._decoders[16]._cache_size() == 2
+    assert sampler_lib._prefill._cache_size() - prefills <= 2  # gen buckets 16, 24 (maybe compiled before)
+    assert sampler_lib._decode._cache_size() - decodes == 2  # prompt bucket 16 x gen buckets 16, 24
 
 
 def test_sharded_sampling_equals_single_device():
@@ -150,8 +152,8 @@ def test_candidate_nucleus_equals_full_sort_and_falls_back():
     flat = jnp.zeros((2, 1000), jnp.float32)  # uniform: the 0.9-nucleus holds 900 tokens > CANDIDATES
     assert not np.asarray(candidate_logits(flat, jnp.float32(1.0), jnp.float32(0.9), 0, True)[2]).any()
     draws = np.asarray(jax.vmap(lambda k: sample_tokens(flat, k, jnp.float32(1.0), jnp.float32(0.9), 0, True))(
-        jax.random.split(jax.random.key(0), 200)))
-    assert len(np.unique(draws)) > 3 * CANDIDATES  # the full-sort fallback ran
+        jax.random.split(jax.random.key(0), 100)))
+    assert len(np.unique(draws)) > 2 * CANDIDATES  # the full-sort fallback ran (candidates alone give <= 64)
 
 
 def test_top_p_samples_follow_the_nucleus_distribution():

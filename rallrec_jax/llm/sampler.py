@@ -101,6 +101,71 @@ def sample_tokens(logits: jax.Array, key: jax.Array, temperature: jax.Array, top
     return jax.lax.cond(jnp.all(covered), from_candidates, from_full, None).astype(jnp.int32)
 
 
+def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
+    if mesh is None:
+        return x
+    return jax.lax.with_sharding_constraint(x, fitted_sharding(mesh, axes, x.shape))
+
+
+# The jitted pieces are module-level with the graph definition static, so every Sampler over models of the
+# same structure shares one compiled program per (bucket, flags).
+@functools.partial(jax.jit, static_argnames=("graphdef", "mesh", "num_samples", "gen_len"))
+def _prefill(graphdef, state, tokens, mask, *, mesh, num_samples: int, gen_len: int):
+    """tokens, mask [P, Lp] left padded -> cache [P*K, Lp+G, ...], last logits [P*K, V], key mask, next pos."""
+    model = nnx.merge(graphdef, state)
+    p, lp = tokens.shape
+    positions = positions_from_mask(mask)
+    cache = init_cache(model.config, p, lp)
+    logits, cache = model(tokens, positions, mask.astype(bool), kv_cache=cache, cache_index=0,
+                          logits_at=jnp.full((p,), lp - 1))  # left padding: last real token is at Lp-1
+
+    def grow(x):  # [P, Lp, ...] -> [P*K, Lp+G, ...]: room for generation, one copy per sample.
+        x = jnp.pad(x, ((0, 0), (0, gen_len)) + ((0, 0),) * (x.ndim - 2))
+        return _constrain(jnp.repeat(x, num_samples, axis=0), mesh, CACHE_AXES[: x.ndim])
+
+    cache = jax.tree.map(grow, cache)
+    key_mask = grow(mask.astype(bool))
+    logits = _constrain(jnp.repeat(logits, num_samples, axis=0), mesh, ("batch", None))
+    next_pos = jnp.repeat(positions[:, -1] + 1, num_samples)
+    return cache, logits, key_mask, next_pos
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "lp", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
+                   donate_argnames=("cache",))
+def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tokens, temperature, top_p, *,
+            lp: int, eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
+    """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens."""
+    model = nnx.merge(graphdef, state)
+    n, s = key_mask.shape
+    gen_len = s - lp
+    eos = jnp.asarray(eos_ids, jnp.int32)
+    out = jnp.full((n, gen_len), pad_id, jnp.int32)
+    done = jnp.zeros((n,), bool)
+
+    def cond(carry):
+        step, done = carry[0], carry[-1]
+        return (step < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        step, cache, key_mask, logits, pos, out, done = carry
+        if greedy:
+            tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        else:
+            tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_p, top_k, use_top_p)
+        tok = jnp.where(done, pad_id, tok)
+        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
+        done = done | jnp.isin(tok, eos)
+        slot = lp + step
+        key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((n, 1), bool), (0, slot))
+        logits, cache = model(tok[:, None], pos[:, None], key_mask, kv_cache=cache, cache_index=slot,
+                              logits_at=jnp.zeros((n,), jnp.int32))
+        return step + 1, cache, key_mask, logits, pos + 1, out, done
+
+    carry = (jnp.int32(0), cache, key_mask, logits, next_pos, out, done)
+    carry = jax.lax.while_loop(cond, body, carry)
+    return carry[5], carry[6], carry[1]  # the cache goes back out so its donated buffers are reused
+
+
 class Sampler:
     """Generates from a model (optionally sharded over `mesh`: batch over data x fsdp, params by their rules)."""
 
@@ -112,8 +177,6 @@ class Sampler:
         self.eos_ids = tuple(int(i) for i in eos_ids)
         self.pad_id = int(pad_id)
         self.mesh = mesh
-        self._prefill = jax.jit(self._prefill_fn, static_argnames=("num_samples", "gen_len"))
-        self._decoders: dict[int, object] = {}  # prompt bucket -> jitted decode loop
 
     def refresh(self, model: Llm) -> None:
         """Re-reads the model's parameters (in-place optimizer updates already show; this covers replaced
@@ -122,34 +185,9 @@ class Sampler:
         if graphdef != self.graphdef:
             raise ValueError("refresh() needs a model with the same structure (e.g. LoRA applied before, not after)")
 
-    # ------------------------------------------------------------------ jitted pieces
-    def _constrain(self, x: jax.Array, axes):
-        if self.mesh is None:
-            return x
-        return jax.lax.with_sharding_constraint(x, fitted_sharding(self.mesh, axes, x.shape))
-
-    def _prefill_fn(self, state, tokens, mask, *, num_samples: int, gen_len: int):
-        """tokens, mask [P, Lp] left padded -> cache [P*K, Lp+G, ...], last logits [P*K, V], key mask, next pos."""
-        model = nnx.merge(self.graphdef, state)
-        p, lp = tokens.shape
-        positions = positions_from_mask(mask)
-        cache = init_cache(self.cfg, p, lp)
-        logits, cache = model(tokens, positions, mask.astype(bool), kv_cache=cache, cache_index=0,
-                              logits_at=jnp.full((p,), lp - 1))  # left padding: last real token is at Lp-1
-
-        def grow(x):  # [P, Lp, ...] -> [P*K, Lp+G, ...]: room for generation, one copy per sample.
-            x = jnp.pad(x, ((0, 0), (0, gen_len)) + ((0, 0),) * (x.ndim - 2))
-            return self._constrain(jnp.repeat(x, num_samples, axis=0), CACHE_AXES[: x.ndim])
-
-        cache = jax.tree.map(grow, cache)
-        key_mask = grow(mask.astype(bool))
-        logits = self._constrain(jnp.repeat(logits, num_samples, axis=0), ("batch", None))
-        next_pos = jnp.repeat(positions[:, -1] + 1, num_samples)
-        return cache, logits, key_mask, next_pos
-
-    # ------------------------------------------------------------------ public
     def __call__(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, num_samples: int = 1,
                  temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> SampleOutput:
+        """K = num_samples continuations of each prompt (lists of ids); temperature 0 is greedy."""
         if not prompts:
             raise ValueError("no prompts given")
         if max_new_tokens < 1:
@@ -165,10 +203,14 @@ class Sampler:
             p_pad += 1
         padded = list(prompts) + [prompts[0]] * (p_pad - p)  # dummy rows, discarded below
         tokens, mask = pad_batch(padded, lp, self.pad_id, side="left")
-        tokens, mask = self._put(tokens), self._put(mask)
-        cache, logits, key_mask, next_pos = self._prefill(self.state, tokens, mask, num_samples=k, gen_len=gen_len)
-        out, done, _ = self._run_decode(cache, key_mask, logits, next_pos, seed, max_new_tokens, temperature, top_p,
-                                     top_k, lp)
+        cache, logits, key_mask, next_pos = _prefill(self.graphdef, self.state, self._put(tokens), self._put(mask),
+                                                     mesh=self.mesh, num_samples=k, gen_len=gen_len)
+        greedy = temperature == 0.0
+        out, done, _ = _decode(
+            self.graphdef, self.state, cache, key_mask, logits, next_pos, jax.random.key(seed),
+            jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), lp=lp,
+            eos_ids=self.eos_ids, pad_id=self.pad_id, greedy=greedy, top_k=int(top_k),
+            use_top_p=(not greedy) and top_p < 1.0)
         out = np.asarray(out)[: p * k].reshape(p, k, -1)
         done = np.asarray(done)[: p * k].reshape(p, k)
         result = []
@@ -180,52 +222,6 @@ class Sampler:
                 rows.append(row[: stops[0] + 1] if stops else row)
             result.append(rows)
         return SampleOutput(result, done)
-
-    def _run_decode(self, cache, key_mask, logits, next_pos, seed, max_new_tokens, temperature, top_p, top_k, lp):
-        greedy = temperature == 0.0
-        return self._decode_lp(lp)(
-            self.state, cache, key_mask, logits, next_pos, jax.random.key(seed), jnp.int32(max_new_tokens),
-            jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), greedy=greedy, top_k=int(top_k),
-            use_top_p=(not greedy) and top_p < 1.0)
-
-    def _decode_lp(self, lp: int):
-        """The decode loop jitted for one prompt bucket (the cache is donated: the loop reuses its buffers)."""
-        if lp not in self._decoders:
-            self._decoders[lp] = jax.jit(functools.partial(self._decode_body, lp=lp),
-                                         static_argnames=("greedy", "top_k", "use_top_p"), donate_argnames=("cache",))
-        return self._decoders[lp]
-
-    def _decode_body(self, state, cache, key_mask, logits, next_pos, key, max_new_tokens, temperature, top_p, *,
-                     lp: int, greedy: bool, top_k: int, use_top_p: bool):
-        model = nnx.merge(self.graphdef, state)
-        n, s = key_mask.shape
-        gen_len = s - lp
-        eos = jnp.asarray(self.eos_ids, jnp.int32)
-        out = jnp.full((n, gen_len), self.pad_id, jnp.int32)
-        done = jnp.zeros((n,), bool)
-
-        def cond(carry):
-            step, done = carry[0], carry[-1]
-            return (step < max_new_tokens) & ~jnp.all(done)
-
-        def body(carry):
-            step, cache, key_mask, logits, pos, out, done = carry
-            if greedy:
-                tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-            else:
-                tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_p, top_k, use_top_p)
-            tok = jnp.where(done, self.pad_id, tok)
-            out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
-            done = done | jnp.isin(tok, eos)
-            slot = lp + step
-            key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((n, 1), bool), (0, slot))
-            logits, cache = model(tok[:, None], pos[:, None], key_mask, kv_cache=cache, cache_index=slot,
-                                  logits_at=jnp.zeros((n,), jnp.int32))
-            return step + 1, cache, key_mask, logits, pos + 1, out, done
-
-        carry = (jnp.int32(0), cache, key_mask, logits, next_pos, out, done)
-        carry = jax.lax.while_loop(cond, body, carry)
-        return carry[5], carry[6], carry[1]  # the cache goes back out so its donated buffers can be reused
 
     def _put(self, x: np.ndarray) -> jax.Array:
         if self.mesh is None:
