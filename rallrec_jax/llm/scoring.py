@@ -9,6 +9,7 @@ probabilities, which bounds predictions to [0.2689, 0.7311] and reproduces the p
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -36,6 +37,30 @@ def yes_probability_from_logits(logits: jax.Array, yes_id, no_id, double_softmax
     return jax.nn.sigmoid(logits[:, yes_id].astype(jnp.float32) - logits[:, no_id].astype(jnp.float32))
 
 
+# Module-level jits with the graph definition static: scorers over same-structured models share programs.
+def _forward(graphdef, state, tokens, mask, **kw):
+    model = nnx.merge(graphdef, state)
+    return model(tokens, positions_from_mask(mask), mask.astype(bool), **kw)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _last_logits(graphdef, state, tokens, mask):
+    return _forward(graphdef, state, tokens, mask, logits_at=last_real_index(mask))  # [B, V]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "double_softmax"))
+def _yes(graphdef, state, tokens, mask, yes_id, no_id, *, double_softmax: bool):
+    logits = _forward(graphdef, state, tokens, mask, logits_at=last_real_index(mask))
+    return yes_probability_from_logits(logits, yes_id, no_id, double_softmax)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _pool(graphdef, state, tokens, mask):
+    hidden = _forward(graphdef, state, tokens, mask, return_hidden=True).astype(jnp.float32)  # [B, L, D]
+    m = mask.astype(jnp.float32)[..., None]
+    return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)  # [B, D]
+
+
 class Scorer:
     """Batched, length-bucketed scoring with one model (optionally sharded over a mesh)."""
 
@@ -46,9 +71,6 @@ class Scorer:
         self.graphdef, self.state = nnx.split(model)
         self.pad_id, self.batch_size, self.padding_side = int(pad_id), int(batch_size), padding_side
         self.mesh, self.min_bucket = mesh, min_bucket
-        self._last_logits = jax.jit(self._last_logits_fn)
-        self._yes = jax.jit(self._yes_fn, static_argnames=("double_softmax",))
-        self._pool = jax.jit(self._pool_fn)
 
     def refresh(self, model: Llm) -> None:
         """Re-reads the model's parameters (in-place optimizer updates already show; this covers replaced
@@ -56,23 +78,6 @@ class Scorer:
         graphdef, self.state = nnx.split(model)
         if graphdef != self.graphdef:
             raise ValueError("refresh() needs a model with the same structure (e.g. LoRA applied before, not after)")
-
-    # ------------------------------------------------------------------ jitted
-    def _forward(self, state, tokens, mask, **kw):
-        model = nnx.merge(self.graphdef, state)
-        return model(tokens, positions_from_mask(mask), mask.astype(bool), **kw)
-
-    def _last_logits_fn(self, state, tokens, mask):
-        return self._forward(state, tokens, mask, logits_at=last_real_index(mask))  # [B, V]
-
-    def _yes_fn(self, state, tokens, mask, yes_id, no_id, *, double_softmax: bool):
-        logits = self._last_logits_fn(state, tokens, mask)
-        return yes_probability_from_logits(logits, yes_id, no_id, double_softmax)
-
-    def _pool_fn(self, state, tokens, mask):
-        hidden = self._forward(state, tokens, mask, return_hidden=True).astype(jnp.float32)  # [B, L, D]
-        m = mask.astype(jnp.float32)[..., None]
-        return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)  # [B, D]
 
     # ------------------------------------------------------------------ batching
     def _batched(self, seqs: Sequence[Sequence[int]], fn: Callable) -> np.ndarray:
@@ -102,14 +107,14 @@ class Scorer:
     # ------------------------------------------------------------------ public
     def next_token_logits(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         """[N, V] float32 logits of the token after each sequence."""
-        return self._batched(seqs, lambda t, m: self._last_logits(self.state, t, m))
+        return self._batched(seqs, lambda t, m: _last_logits(self.graphdef, self.state, t, m))
 
     def yes_probability(self, seqs: Sequence[Sequence[int]], yes_id: int, no_id: int,
                         double_softmax: bool = False) -> np.ndarray:
         """[N] P(Yes) of each prompt's next token (see the module docstring for `double_softmax`)."""
-        return self._batched(seqs, lambda t, m: self._yes(self.state, t, m, jnp.int32(yes_id), jnp.int32(no_id),
-                                                          double_softmax=double_softmax))
+        return self._batched(seqs, lambda t, m: _yes(self.graphdef, self.state, t, m, jnp.int32(yes_id),
+                                                     jnp.int32(no_id), double_softmax=double_softmax))
 
     def mean_pooled(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
         """[N, D] mean of final-normed hidden states over each sequence's real tokens."""
-        return self._batched(seqs, lambda t, m: self._pool(self.state, t, m))
+        return self._batched(seqs, lambda t, m: _pool(self.graphdef, self.state, t, m))
