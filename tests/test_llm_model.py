@@ -1,5 +1,4 @@
 """Parity of the NNX decoder with transformers' PyTorch Llama/Qwen2 on tiny random checkpoints."""
-import json
 
 import jax
 import jax.numpy as jnp

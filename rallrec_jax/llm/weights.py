@@ -11,7 +11,7 @@ import json
 import os
 import pathlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import jax
 import numpy as np
@@ -190,4 +190,3 @@ def load(path: str | os.PathLike, mesh: Mesh | None = None, **kw) -> Llm:
     return load_gguf(p, mesh, **kw) if p.suffix == ".gguf" else load_hf(p, mesh, **kw)
 
 
-LoaderFn = Callable[..., Llm]
