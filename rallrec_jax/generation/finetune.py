@@ -449,16 +449,19 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             t0 = time.perf_counter()
             lora, opt_state, stats = trainer.step(lora, opt_state, batch, step)
             loss = float(stats["loss"])  # syncs: the step is finished
+            grad_norm = float(stats["grad_norm"])
             dt = time.perf_counter() - t0
-            if not math.isfinite(loss):
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                # Steps are numbered 1.. as in metrics.jsonl (checkpoint k = state after k updates). The state
+                # this step produced is never saved.
                 last = mgr.latest_step()
                 raise FloatingPointError(
-                    f"finetune: the training loss is {loss} at step {step} (epoch {epoch}, batch {within}); "
-                    f"stopped. The last good checkpoint is "
+                    f"finetune: the training loss is {loss} (gradient norm {grad_norm}) at step {step + 1} "
+                    f"(epoch {epoch}, batch {within}); stopped. The last good checkpoint is "
                     + (f"step {last} under {ckpt_dir}" if last is not None else "none (no checkpoint was written)"))
             step += 1
             real = sum(r is not None for r in rows)
-            record = {"step": step, "epoch": epoch, "loss": loss, "grad_norm": float(stats["grad_norm"]),
+            record = {"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
                       "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
                       "examples_per_s": real / dt, "bucket": length}
             if step % loop.log_every == 0 or step == end:
