@@ -101,6 +101,26 @@ def test_only_answer_tokens_contribute_to_the_loss():
         assert batch["ans_tok"][i].tolist() == list(e.answer_ids)
 
 
+@pytest.mark.parametrize("remat", ["attention", "full"])
+def test_rematerialised_forward_and_gradients_equal_the_model(remat):
+    model = lora_model(SMALL, dropout=0.0)
+    batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
+    graphdef, lora, rest = nnx.split(model, nnx.LoRAParam, ...)
+
+    def loss(lora, mode):
+        m = nnx.merge(graphdef, lora, rest)
+        return ft.token_cross_entropy(ft.answer_logits(m, batch, mode), batch["ans_tok"], batch["ans_w"])
+
+    lora = jax.tree.map(lambda x: x + 0.01, lora)  # non-zero B so every adapter has a gradient
+    want_loss, want_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, "none")))(lora)
+    got_loss, got_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, remat)))(lora)
+    assert abs(float(got_loss) - float(want_loss)) < 1e-5
+    for a, b in zip(jax.tree.leaves(want_grad), jax.tree.leaves(got_grad)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="finetune.remat='some'"):
+        ft.TrainSettings(remat="some")
+
+
 # ----------------------------------------------------------------------------- examples on real data
 def test_examples_chat_template_answer_and_truncation(data, tokenizer):
     builder = ex_lib.ExampleBuilder(data, tokenizer, max_prompt_tokens=None)

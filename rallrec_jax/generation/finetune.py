@@ -45,7 +45,7 @@ from rallrec_jax import checkpoint, metrics, parallel
 from rallrec_jax.data import batching
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
-from rallrec_jax.llm.model import Llm, param_shardings, positions_from_mask, shard_model
+from rallrec_jax.llm.model import Llm, param_shardings, positions_from_mask, rope_cos_sin, shard_model
 from rallrec_jax.llm.tokenizer import bucket_length
 
 BATCH_KEYS = ("tokens", "mask", "ans_pos", "ans_tok", "ans_w")
@@ -101,10 +101,45 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Arra
     return jnp.sum((logz - picked) * weights)
 
 
-def answer_logits(model: Llm, batch: Mapping[str, jax.Array]) -> jax.Array:
+REMAT = ("none", "attention", "full")
+
+
+def decoder_hidden(model: Llm, tokens: jax.Array, mask: jax.Array, remat: str = "none") -> jax.Array:
+    """Final-normed hidden states [B, L, D] of a no-cache forward, with per-block rematerialisation.
+
+    "none": the model's own forward (every residual kept). "attention": each block under `nnx.remat` with
+    `dots_with_no_batch_dims_saveable`: the projection matmuls are kept, the attention scores/probabilities
+    [B, KV, G, L, L] and the element-wise ops are recomputed in the backward pass (what flash-style kernels
+    buy on accelerators). "full": only each block's input is kept. Same numbers as `model.hidden_states`
+    (see tests); only memory and time differ.
+    """
+    if remat not in REMAT:
+        raise ValueError(f"finetune.remat={remat!r} must be one of {REMAT}")
+    positions = positions_from_mask(mask)
+    if remat == "none":
+        return model(tokens, positions, mask.astype(bool), return_hidden=True)
+    cfg = model.config
+    l = tokens.shape[1]
+    causal = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]  # [L, L]
+    full_mask = causal[None] & mask.astype(bool)[:, None, :]  # [B, L, L]
+    cos, sin = rope_cos_sin(cfg, positions, cfg.jnp_dtype)
+    x = jnp.take(model.embedding[...], tokens, axis=0).astype(cfg.jnp_dtype)  # [B, L, D]
+    policy = None if remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    for layer in model.layers:
+        # A pure function of the block's variables (jax.checkpoint, not nnx.remat: the variables come from a
+        # merge in an outer trace). RNG-stream count updates stay inside; each stream is used once per forward.
+        graphdef, state = nnx.split(layer)
+
+        def block(state, h, graphdef=graphdef):
+            return nnx.merge(graphdef, state)(h, cos, sin, full_mask, None, jnp.int32(0))[0]
+
+        x = jax.checkpoint(block, policy=policy)(state, x)
+    return model.final_norm(x)
+
+
+def answer_logits(model: Llm, batch: Mapping[str, jax.Array], remat: str = "none") -> jax.Array:
     """Logits [B, A, V] at the positions predicting each answer token (head applied only there)."""
-    mask = batch["mask"]
-    hidden = model(batch["tokens"], positions_from_mask(mask), mask.astype(bool), return_hidden=True)  # [B, L, D]
+    hidden = decoder_hidden(model, batch["tokens"], batch["mask"], remat)  # [B, L, D]
     h = jnp.take_along_axis(hidden, batch["ans_pos"][..., None].astype(jnp.int32), axis=1)  # [B, A, D]
     return model.head(h)  # [B, A, V] float32
 
@@ -130,6 +165,7 @@ class TrainSettings:
     min_bucket: int = 16
     eval_batch: int = 8
     double_softmax: bool = False  # for the validation AUC of P(Yes)
+    remat: str = "attention"  # per-block rematerialisation in the train step: none | attention | full
 
     def __post_init__(self):
         for name in ("effective_batch", "micro_batch", "eval_batch"):
@@ -138,6 +174,8 @@ class TrainSettings:
         if self.effective_batch % self.micro_batch:
             raise ValueError(f"finetune.effective_batch={self.effective_batch} is not a multiple of "
                              f"finetune.micro_batch={self.micro_batch}")
+        if self.remat not in REMAT:
+            raise ValueError(f"finetune.remat={self.remat!r} must be one of {REMAT}")
         if not self.learning_rate > 0:
             raise ValueError(f"finetune.learning_rate={self.learning_rate} must be > 0")
 
@@ -250,7 +288,7 @@ class Trainer:
     def _loss_sum(self, lora, frozen, batch, key):
         rngs, rest = frozen
         model = nnx.merge(self.graphdef_train, lora, reseeded(rngs, key), rest)
-        logits = answer_logits(model, batch)  # [m, A, V]
+        logits = answer_logits(model, batch, self.settings.remat)  # [m, A, V]
         return token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
 
     def _train_step(self, lora, opt_state, frozen, batch, step):
@@ -530,7 +568,8 @@ def settings_from_config(c: Mapping) -> TrainSettings:
     return TrainSettings(learning_rate=c["learning_rate"], b1=c["b1"], b2=c["b2"], eps=c["eps"],
                          weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
                          micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
-                         eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False))
+                         eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False),
+                         remat=c.get("remat", "attention"))
 
 
 def lora_config(c: Mapping) -> lora_lib.LoraConfig:
