@@ -181,6 +181,17 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     assert [r["eval_loss"] for r in la if "eval_loss" in r] == [r["eval_loss"] for r in lb if "eval_loss" in r]
     assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
     assert whole["best_step"] == second["best_step"]
+    # The data position is in the checkpoint; resuming with another training set is an error, not a silent skip.
+    mgr = checkpoint.manager(tmp_path / "b" / "checkpoints")
+    pos = mgr.restore(4)["position"]
+    mgr.close()
+    assert int(pos["step"]) == 4 and int(pos["epoch"]) == 1 and int(pos["batch_in_epoch"]) == 1
+    model = lora_model(SMALL)
+    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, seed=5), 6,
+                         parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+    loop = ft.LoopConfig(total_steps=6, eval_every=0, checkpoint_every=0, patience=0, progress=False)
+    with pytest.raises(ValueError, match="made with 20 training examples"):
+        ft.train_loop(trainer, synthetic_examples(24), [], loop, tmp_path / "b", pad_id=0)
 
 
 # ----------------------------------------------------------------------------- sharding

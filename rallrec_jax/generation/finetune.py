@@ -473,21 +473,35 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
     mgr = checkpoint.manager(ckpt_dir, max_to_keep=2)
     lora, opt_state = trainer.initial_state()
     track = {"best": math.nan, "best_step": -1, "bad": 0, "done": 0}
+
+    def position(step: int) -> dict[str, np.ndarray]:
+        """Where the data stream stands after `step` updates (the next batch is (epoch, batch) of the
+        (seed, epoch) permutation), with what defines that stream."""
+        epoch, within = divmod(step, steps_per_epoch(len(train_examples), s.effective_batch))
+        return {k: np.asarray(v, np.int64) for k, v in {
+            "step": step, "epoch": epoch, "batch_in_epoch": within, "num_examples": len(train_examples),
+            "effective_batch": s.effective_batch, "seed": s.seed}.items()}
     start = 0
     if mgr.latest_step() is not None:
         abstract = {"lora": _flat(lora), "opt": _flat(opt_state),
-                    "track": {k: np.zeros((), np.float64) for k in track}}
+                    "track": {k: np.zeros((), np.float64) for k in track}, "position": position(0)}
         restored = checkpoint.restore(mgr, abstract)
         lora = _unflat(lora, restored["lora"])
         opt_state = _unflat(opt_state, restored["opt"])
         track = {k: float(v) for k, v in restored["track"].items()}
         track["best_step"], track["bad"], track["done"] = int(track["best_step"]), int(track["bad"]), int(track["done"])
         start = int(mgr.latest_step())
+        pos = restored["position"]
+        if int(pos["num_examples"]) != len(train_examples) or int(pos["effective_batch"]) != s.effective_batch:
+            raise ValueError(
+                f"{ckpt_dir}: the checkpoint was made with {int(pos['num_examples'])} training examples and "
+                f"effective batch {int(pos['effective_batch'])}, this run has {len(train_examples)} and "
+                f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
         logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
 
     def save(step: int):
         tree = {"lora": _flat(lora), "opt": _flat(opt_state),
-                "track": {k: np.asarray(v, np.float64) for k, v in track.items()}}
+                "track": {k: np.asarray(v, np.float64) for k, v in track.items()}, "position": position(step)}
         checkpoint.save(mgr, step, tree)
 
     def better(value: float) -> bool:
