@@ -1,0 +1,104 @@
+"""LoRA adapters as NNX modules (the paper's tuning: r=8, alpha=16, dropout=0.05 on q_proj and v_proj).
+
+`apply_lora` wraps every `Dense` whose attribute name matches a target pattern in a `LoraDense`:
+y = base(x) + (alpha / r) * dropout(x) @ A @ B, with A random (PEFT's kaiming-uniform bound 1/sqrt(in))
+and B zero, so a fresh adapter leaves the model unchanged. A and B are `nnx.LoRAParam`; as LoRAParam
+subclasses Param, train with `wrt=nnx.LoRAParam` (a `wrt=nnx.Param` optimizer would also move the base).
+Dropout follows the module's train/eval mode (`model.train()`, `model.eval()`); `apply_lora` leaves the
+model in eval mode. `merge_lora` folds the adapters into the base kernels for inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rallrec_jax.llm.model import Dense
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "v_proj")  # regexes, full match on the attribute name
+
+    def __post_init__(self):
+        if self.rank < 1:
+            raise ValueError(f"LoRA rank={self.rank} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout={self.dropout} must be in [0, 1)")
+        if not self.targets:
+            raise ValueError("LoRA targets is empty")
+
+
+class LoraDense(nnx.Module):
+    def __init__(self, base: Dense, cfg: LoraConfig, *, rngs: nnx.Rngs):
+        self.base = base
+        self.scale = cfg.alpha / cfg.rank
+        in_axis, out_axis = base.kernel.get_metadata().get("logical_axes") or (None, None)
+        dtype = base.kernel.get_value().dtype
+        bound = 1.0 / (base.in_features ** 0.5)
+        self.lora_a = nnx.LoRAParam(
+            jax.random.uniform(rngs.params(), (base.in_features, cfg.rank), dtype, -bound, bound),
+            logical_axes=(in_axis, "lora_rank"))
+        self.lora_b = nnx.LoRAParam(jnp.zeros((cfg.rank, base.out_features), dtype),
+                                    logical_axes=("lora_rank", out_axis))
+        self.dropout = nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.base.dtype
+        h = self.dropout(x).astype(dtype) @ self.lora_a[...].astype(dtype)  # [..., r]
+        return self.base(x) + self.scale * (h @ self.lora_b[...].astype(dtype))
+
+    def merged(self) -> Dense:
+        """A plain Dense with kernel W + scale * A @ B (same variables otherwise)."""
+        kernel = self.base.kernel
+        a, b = self.lora_a[...].astype(jnp.float32), self.lora_b[...].astype(jnp.float32)
+        new = kernel.get_value().astype(jnp.float32) + self.scale * (a @ b)
+        self.base.kernel = nnx.Param(new.astype(kernel.get_value().dtype), **kernel.get_metadata())
+        return self.base
+
+
+def _find(model: nnx.Module, kind: type) -> list[tuple[tuple, nnx.Module]]:
+    return [(path, node) for path, node in nnx.iter_graph(model) if isinstance(node, kind) and path]
+
+
+def _set(model: nnx.Module, path: tuple, value: nnx.Module) -> None:
+    parent = model
+    for key in path[:-1]:
+        parent = parent[key] if isinstance(key, int) else getattr(parent, key)
+    if isinstance(path[-1], int):
+        parent[path[-1]] = value
+    else:
+        setattr(parent, path[-1], value)
+
+
+def apply_lora(model: nnx.Module, cfg: LoraConfig = LoraConfig(), *, rngs: nnx.Rngs | None = None) -> nnx.Module:
+    """Wraps the target Dense layers in place; returns the model (eval mode). Errors if nothing matches."""
+    rngs = nnx.Rngs(0) if rngs is None else rngs
+    patterns = [re.compile(t) for t in cfg.targets]
+    hits = [(path, node) for path, node in _find(model, Dense)
+            if isinstance(path[-1], str) and any(p.fullmatch(path[-1]) for p in patterns)
+            and not (len(path) > 1 and path[-2] == "base")]
+    if not hits:
+        raise ValueError(f"LoRA targets {cfg.targets} match no Dense layer of the model")
+    for path, node in hits:
+        _set(model, path, LoraDense(node, cfg, rngs=rngs))
+    model.eval()
+    return model
+
+
+def merge_lora(model: nnx.Module) -> nnx.Module:
+    """Folds every adapter into its base kernel in place (for inference); returns the model."""
+    for path, node in _find(model, LoraDense):
+        _set(model, path, node.merged())
+    return model
+
+
+def lora_paths(model: nnx.Module) -> Sequence[str]:
+    return [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))]

@@ -1,0 +1,108 @@
+"""Scoring prompts: next-token logits at the last real token, P(Yes), mean-pooled hidden states.
+
+Prompts are sorted by length, batched, padded (left or right) to a length bucket, run through one jitted
+forward whose head is computed at the last real position only, and returned in the input order.
+
+P(Yes) (paper-spec 3.3): textbook `softmax([s_yes, s_no])[0] = sigmoid(s_yes - s_no)` on logits, or with
+`double_softmax=True` the official code's `softmax([p_yes, p_no])[0] = sigmoid(p_yes - p_no)` on full-vocab
+probabilities, which bounds predictions to [0.2689, 0.7311] and reproduces the published tables.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from rallrec_jax import parallel
+from rallrec_jax.llm.model import Llm, positions_from_mask
+from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
+
+
+def last_real_index(mask: jax.Array) -> jax.Array:
+    """[B, L] mask -> [B] index of the last real token (works for left and right padding)."""
+    idx = jnp.arange(mask.shape[1])[None, :]
+    return jnp.max(jnp.where(mask.astype(bool), idx, -1), axis=1)
+
+
+def yes_probability_from_logits(logits: jax.Array, yes_id, no_id, double_softmax: bool = False) -> jax.Array:
+    """logits [B, V] -> P(Yes) [B]."""
+    if double_softmax:
+        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        return jax.nn.sigmoid(probs[:, yes_id] - probs[:, no_id])
+    return jax.nn.sigmoid(logits[:, yes_id].astype(jnp.float32) - logits[:, no_id].astype(jnp.float32))
+
+
+class Scorer:
+    """Batched, length-bucketed scoring with one model (optionally sharded over a mesh)."""
+
+    def __init__(self, model: Llm, pad_id: int, batch_size: int = 8, padding_side: str = "left",
+                 mesh: Mesh | None = None, min_bucket: int = 16):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side {padding_side!r} must be 'left' or 'right'")
+        self.graphdef, self.state = nnx.split(model)
+        self.pad_id, self.batch_size, self.padding_side = int(pad_id), int(batch_size), padding_side
+        self.mesh, self.min_bucket = mesh, min_bucket
+        self._last_logits = jax.jit(self._last_logits_fn)
+        self._yes = jax.jit(self._yes_fn, static_argnames=("double_softmax",))
+        self._pool = jax.jit(self._pool_fn)
+
+    # ------------------------------------------------------------------ jitted
+    def _forward(self, state, tokens, mask, **kw):
+        model = nnx.merge(self.graphdef, state)
+        return model(tokens, positions_from_mask(mask), mask.astype(bool), **kw)
+
+    def _last_logits_fn(self, state, tokens, mask):
+        return self._forward(state, tokens, mask, logits_at=last_real_index(mask))  # [B, V]
+
+    def _yes_fn(self, state, tokens, mask, yes_id, no_id, *, double_softmax: bool):
+        logits = self._last_logits_fn(state, tokens, mask)
+        return yes_probability_from_logits(logits, yes_id, no_id, double_softmax)
+
+    def _pool_fn(self, state, tokens, mask):
+        hidden = self._forward(state, tokens, mask, return_hidden=True).astype(jnp.float32)  # [B, L, D]
+        m = mask.astype(jnp.float32)[..., None]
+        return (hidden * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)  # [B, D]
+
+    # ------------------------------------------------------------------ batching
+    def _batched(self, seqs: Sequence[Sequence[int]], fn: Callable) -> np.ndarray:
+        if not seqs:
+            raise ValueError("no sequences to score")
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        dp = 1 if self.mesh is None else parallel.data_parallel_size(self.mesh)
+        rows = -(-self.batch_size // dp) * dp
+        outs: list[np.ndarray] = []
+        for start in range(0, len(order), self.batch_size):
+            chunk = [seqs[i] for i in order[start:start + self.batch_size]]
+            n = len(chunk)
+            chunk = chunk + [chunk[0]] * (rows - n)  # fixed batch shape; dummy rows dropped below
+            length = bucket_length(max(len(s) for s in chunk), self.min_bucket)
+            tokens, mask = pad_batch(chunk, length, self.pad_id, side=self.padding_side)
+            outs.append(np.asarray(fn(self._put(tokens), self._put(mask)))[:n])
+        stacked = np.concatenate(outs, axis=0)
+        result = np.empty_like(stacked)
+        result[order] = stacked
+        return result
+
+    def _put(self, x: np.ndarray) -> jax.Array:
+        if self.mesh is None:
+            return jnp.asarray(x)
+        return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
+
+    # ------------------------------------------------------------------ public
+    def next_token_logits(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """[N, V] float32 logits of the token after each sequence."""
+        return self._batched(seqs, lambda t, m: self._last_logits(self.state, t, m))
+
+    def yes_probability(self, seqs: Sequence[Sequence[int]], yes_id: int, no_id: int,
+                        double_softmax: bool = False) -> np.ndarray:
+        """[N] P(Yes) of each prompt's next token (see the module docstring for `double_softmax`)."""
+        return self._batched(seqs, lambda t, m: self._yes(self.state, t, m, jnp.int32(yes_id), jnp.int32(no_id),
+                                                          double_softmax=double_softmax))
+
+    def mean_pooled(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+        """[N, D] mean of final-normed hidden states over each sequence's real tokens."""
+        return self._batched(seqs, lambda t, m: self._pool(self.state, t, m))

@@ -1,0 +1,193 @@
+"""Checkpoint tensors -> model parameters: HF safetensors folders and GGUF files.
+
+One regex table (`HF_TO_PARAM`) maps HF tensor names to our parameter paths; GGUF names are first renamed
+to HF names (`GGUF_TO_HF`), so both formats share it. Tensors stream one at a time onto their target
+sharding (the model is created abstractly with `nnx.eval_shape`, so the full model never sits twice in
+memory). Every shape or name mismatch, missing tensor or unused tensor is an error naming the tensor.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from rallrec_jax.llm.config import LlmConfig
+from rallrec_jax.llm.model import Llm, abstract_model, fitted_sharding
+
+# (HF name regex, our parameter path template, transpose [out, in] -> [in, out])
+HF_TO_PARAM: tuple[tuple[str, str, bool], ...] = (
+    (r"model\.embed_tokens\.weight", r"embedding", False),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", r"layers.\1.attn.\2_proj.kernel", True),
+    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.bias", r"layers.\1.attn.\2_proj.bias", False),
+    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"layers.\1.mlp.\2_proj.kernel", True),
+    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.bias", r"layers.\1.mlp.\2_proj.bias", False),
+    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"layers.\1.input_norm.scale", False),
+    (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"layers.\1.post_attn_norm.scale", False),
+    (r"model\.norm\.weight", r"final_norm.scale", False),
+    (r"lm_head\.weight", r"lm_head.kernel", True),
+)
+
+# HF buffers that some checkpoints carry and that hold no parameters.
+_IGNORED_HF = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
+
+GGUF_TO_HF: tuple[tuple[str, str], ...] = (
+    (r"token_embd\.weight", r"model.embed_tokens.weight"),
+    (r"blk\.(\d+)\.attn_q\.(weight|bias)", r"model.layers.\1.self_attn.q_proj.\2"),
+    (r"blk\.(\d+)\.attn_k\.(weight|bias)", r"model.layers.\1.self_attn.k_proj.\2"),
+    (r"blk\.(\d+)\.attn_v\.(weight|bias)", r"model.layers.\1.self_attn.v_proj.\2"),
+    (r"blk\.(\d+)\.attn_output\.(weight|bias)", r"model.layers.\1.self_attn.o_proj.\2"),
+    (r"blk\.(\d+)\.ffn_gate\.weight", r"model.layers.\1.mlp.gate_proj.weight"),
+    (r"blk\.(\d+)\.ffn_up\.weight", r"model.layers.\1.mlp.up_proj.weight"),
+    (r"blk\.(\d+)\.ffn_down\.weight", r"model.layers.\1.mlp.down_proj.weight"),
+    (r"blk\.(\d+)\.attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
+    (r"blk\.(\d+)\.ffn_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+    (r"output_norm\.weight", r"model.norm.weight"),
+    (r"output\.weight", r"lm_head.weight"),
+)
+
+
+def hf_to_param(name: str) -> tuple[str, bool] | None:
+    """HF tensor name -> (our dotted parameter path, transpose?) or None when no rule matches."""
+    for pattern, template, transpose in HF_TO_PARAM:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return m.expand(template), transpose
+    return None
+
+
+def gguf_to_hf(name: str) -> str | None:
+    for pattern, template in GGUF_TO_HF:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return m.expand(template)
+    return None
+
+
+def load_params(model: Llm, tensors: Iterable[tuple[str, np.ndarray]], mesh: Mesh | None = None) -> Llm:
+    """Fills an (abstract or concrete) model from (HF name, array) pairs; returns the concrete model.
+
+    Each array is transposed if needed, checked against the parameter's shape, cast to its dtype and put
+    straight into its sharding (the logical axes mapped through `parallel`), one at a time.
+    """
+    cfg: LlmConfig = model.config
+    graphdef, state = nnx.split(model)
+    flat = {".".join(str(p) for p in path): (path, var) for path, var in nnx.to_flat_state(state)}
+    filled: dict[str, nnx.Variable] = {}
+    for name, array in tensors:
+        if any(re.fullmatch(p, name) for p in _IGNORED_HF):
+            continue
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue  # some tied checkpoints store a copy of the embedding.
+        mapped = hf_to_param(name)
+        if mapped is None or mapped[0] not in flat:
+            raise ValueError(f"tensor {name!r} has no matching model parameter"
+                             + ("" if mapped is None else f" (mapped to {mapped[0]!r})"))
+        path, transpose = mapped
+        if path in filled:
+            raise ValueError(f"tensor {name!r} given twice (parameter {path!r})")
+        _, var = flat[path]
+        array = np.asarray(array)
+        if transpose:
+            array = array.T
+        target = var.get_value()
+        if tuple(array.shape) != tuple(target.shape):
+            raise ValueError(f"tensor {name!r} has shape {tuple(array.shape)}, parameter {path!r} "
+                             f"expects {tuple(target.shape)}")
+        array = array.astype(target.dtype)
+        axes = var.get_metadata().get("logical_axes") or (None,) * array.ndim
+        sharding = fitted_sharding(mesh, axes, array.shape) if mesh is not None else None
+        filled[path] = var.replace(jax.device_put(array, sharding) if sharding is not None else jax.numpy.asarray(array))
+    missing = sorted(set(flat) - set(filled))
+    if missing:
+        raise ValueError(f"checkpoint lacks tensors for parameters {missing[:8]}"
+                         + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    new_state = nnx.from_flat_state([(flat[k][0], v) for k, v in filled.items()])
+    return nnx.merge(graphdef, new_state)
+
+
+# ----------------------------------------------------------------------------- HF folders
+def _safetensors_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [folder / f for f in sorted(set(weight_map.values()))]
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise ValueError(f"{folder} holds neither model.safetensors nor model.safetensors.index.json")
+
+
+def iter_safetensors(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """Streams (name, numpy array) from an HF folder, one tensor at a time."""
+    from safetensors import safe_open
+
+    for path in _safetensors_files(pathlib.Path(folder)):
+        with safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def load_hf_config(folder: str | os.PathLike, **dtypes) -> LlmConfig:
+    path = pathlib.Path(folder) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{path} not found")
+    return LlmConfig.from_hf(json.loads(path.read_text()), **dtypes)
+
+
+def load_hf(folder: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
+            dtype: str = "float32") -> Llm:
+    """Model from an HF folder (config.json + safetensors, single file or sharded)."""
+    cfg = load_hf_config(folder, param_dtype=param_dtype, dtype=dtype)
+    return load_params(abstract_model(cfg), iter_safetensors(folder), mesh)
+
+
+# ----------------------------------------------------------------------------- GGUF
+def unpermute_rotary(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's interleaved rotary row order of Q/K weights ([out, in]) back to HF's half-split order."""
+    return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def iter_gguf(reader, cfg: LlmConfig) -> Iterator[tuple[str, np.ndarray]]:
+    """Streams (HF name, float32 array [out, in]) from a gguf.GGUFReader, dequantising one tensor at a time."""
+    from gguf.quants import dequantize
+
+    for t in reader.tensors:
+        if t.name == "rope_freqs.weight":
+            raise ValueError("GGUF tensor 'rope_freqs.weight' (llama3 rope factors) is not supported; "
+                             "load this model from its HF folder instead")
+        hf = gguf_to_hf(t.name)
+        if hf is None:
+            raise ValueError(f"GGUF tensor {t.name!r} has no matching model parameter")
+        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(tuple(reversed(t.shape.tolist())))
+        if cfg.model_type == "llama" and re.search(r"\.self_attn\.[qk]_proj\.", hf):
+            w = unpermute_rotary(w, cfg.num_heads if ".q_proj." in hf else cfg.num_kv_heads)
+        yield hf, w
+
+
+def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
+              dtype: str = "float32") -> Llm:
+    """Model from a GGUF file (quantised tensors are dequantised to float32 first)."""
+    import gguf
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"GGUF file {path} not found")
+    reader = gguf.GGUFReader(str(path))
+    cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype)
+    return load_params(abstract_model(cfg), iter_gguf(reader, cfg), mesh)
+
+
+def load(path: str | os.PathLike, mesh: Mesh | None = None, **kw) -> Llm:
+    """HF folder or .gguf file, by what `path` is."""
+    p = pathlib.Path(path)
+    return load_gguf(p, mesh, **kw) if p.suffix == ".gguf" else load_hf(p, mesh, **kw)
+
+
+LoaderFn = Callable[..., Llm]
