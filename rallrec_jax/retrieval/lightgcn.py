@@ -1,0 +1,504 @@
+"""LightGCN collaborative embeddings (spec 2.3; He et al. 2020) with jraph message passing.
+
+The model is defined on a jraph `GraphsTuple` of the user-item bipartite graph (nodes = users then items,
+every interaction as two directed edges, edge feature = 1/sqrt(d_u d_i)). One propagation layer is a
+jraph `GraphNetwork` whose edge update scales the sender's embedding by the edge weight and whose node
+update is the segment-sum of the received messages, i.e. x' = D^-1/2 A D^-1/2 x. The readout is the mean
+over layers 0..L.
+
+XLA on CPU is slow at the row gathers `x[senders]` (environment.md: ~65 ms per layer on ML-1M), so a
+second propagation path multiplies by the same normalised adjacency held as a
+`jax.experimental.sparse.BCSR` matrix (a CPU custom call, ~3 ms). The adjacency is symmetric, so its
+`custom_vjp` backward is the same product applied to the cotangent. Tests hold the two paths equal
+(values and gradients); "auto" picks the sparse path on CPU and jraph elsewhere.
+
+Training: BPR with one uniform negative per positive drawn on device (re-drawn while it hits a training
+positive), L2 on the batch's layer-0 rows, Adam; one jitted `lax.scan` runs a whole epoch, its batches
+sharded over the mesh's data axes. Evaluation: full-ranking Recall@K / NDCG@K excluding training items.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import sparse as jsparse
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rallrec_jax import parallel
+
+PROPAGATIONS = ("auto", "jraph", "sparse")
+
+
+@dataclasses.dataclass(frozen=True)
+class LightGCNConfig:
+    """Standard LightGCN hyper-parameters (spec 2.3 recommended defaults)."""
+
+    dim: int = 64
+    num_layers: int = 3
+    lr: float = 1e-3
+    l2: float = 1e-4  # weight of 0.5 * ||layer-0 rows of the batch||^2 / batch
+    batch_size: int = 2048
+    epochs: int = 50
+    seed: int = 0
+    propagation: str = "auto"  # "auto" | "jraph" | "sparse"
+    init: str = "normal"  # "normal" (std init_std) | "xavier"
+    init_std: float = 0.1
+    neg_rejection_rounds: int = 4  # re-draws of a negative that is a training positive of its user
+    eval_every: int = 1  # epochs between evaluations (when eval pairs are given); 0 = only at the end
+    eval_k: int = 20
+    eval_batch_users: int = 1024
+    checkpoint_every: int = 5  # epochs between orbax checkpoints (when a workdir is given)
+
+    def __post_init__(self):
+        if self.propagation not in PROPAGATIONS:
+            raise ValueError(f"config.propagation={self.propagation!r} is not one of {PROPAGATIONS}")
+        if self.init not in ("normal", "xavier"):
+            raise ValueError(f"config.init={self.init!r} is not 'normal' or 'xavier'")
+        for name in ("dim", "batch_size", "eval_k", "eval_batch_users", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
+        if self.num_layers < 0 or self.epochs < 0:
+            raise ValueError("config.num_layers and config.epochs must be >= 0")
+
+
+def as_config(config: LightGCNConfig | Mapping[str, Any] | None) -> LightGCNConfig:
+    """Accepts the dataclass, an `ml_collections.ConfigDict` or a plain mapping."""
+    if config is None:
+        return LightGCNConfig()
+    if isinstance(config, LightGCNConfig):
+        return config
+    values = dict(config.items()) if hasattr(config, "items") else dict(config)
+    known = {f.name for f in dataclasses.fields(LightGCNConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown LightGCN config fields {unknown}; known: {sorted(known)}")
+    return LightGCNConfig(**values)
+
+
+# ----------------------------------------------------------------------------- graph
+
+
+def dedupe_interactions(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Validates and de-duplicates (user, item) pairs; returns them sorted by (user, item) as int32."""
+    users = np.asarray(users)
+    items = np.asarray(items)
+    if users.ndim != 1 or items.ndim != 1 or users.shape != items.shape:
+        raise ValueError(f"users {users.shape} and items {items.shape} must be 1-D arrays of equal length")
+    if not (np.issubdtype(users.dtype, np.integer) and np.issubdtype(items.dtype, np.integer)):
+        raise ValueError(f"users ({users.dtype}) and items ({items.dtype}) must be integer indices")
+    if users.size and (users.min() < 0 or users.max() >= num_users):
+        raise ValueError(f"users holds indices outside [0, {num_users}): min {users.min()}, max {users.max()}")
+    if items.size and (items.min() < 0 or items.max() >= num_items):
+        raise ValueError(f"items holds indices outside [0, {num_items}): min {items.min()}, max {items.max()}")
+    keys = np.unique(users.astype(np.int64) * num_items + items.astype(np.int64))
+    return (keys // num_items).astype(np.int32), (keys % num_items).astype(np.int32)
+
+
+def build_graph(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> jraph.GraphsTuple:
+    """The bipartite interaction graph as one jraph GraphsTuple.
+
+    Nodes 0..U-1 are users, U..U+I-1 items; each unique interaction gives the edges u->i and i->u with
+    feature 1/sqrt(d_u d_i) (shape [2E, 1]), so one message-passing step is D^-1/2 A D^-1/2 x.
+    `nodes` is None: the embeddings are put in at propagation time.
+    """
+    u, i = dedupe_interactions(users, items, num_users, num_items)
+    n = num_users + num_items
+    item_nodes = i + num_users
+    senders = np.concatenate([u, item_nodes]).astype(np.int32)  # [2E]
+    receivers = np.concatenate([item_nodes, u]).astype(np.int32)  # [2E]
+    degree = np.bincount(receivers, minlength=n).astype(np.float64)  # [N]; symmetric graph: in = out
+    weight = 1.0 / np.sqrt(degree[senders] * degree[receivers])  # [2E]
+    return jraph.GraphsTuple(
+        nodes=None,
+        edges=jnp.asarray(weight[:, None], jnp.float32),
+        senders=jnp.asarray(senders),
+        receivers=jnp.asarray(receivers),
+        globals=None,
+        n_node=jnp.asarray([n], jnp.int32),
+        n_edge=jnp.asarray([senders.size], jnp.int32),
+    )
+
+
+def graph_to_bcsr(graph: jraph.GraphsTuple) -> jsparse.BCSR:
+    """The graph's normalised adjacency as an [N, N] BCSR matrix, row = receiver, column = sender."""
+    senders = np.asarray(graph.senders)
+    receivers = np.asarray(graph.receivers)
+    weight = np.asarray(graph.edges).reshape(-1)
+    n = int(np.asarray(graph.n_node).sum())
+    order = np.lexsort((senders, receivers))  # row-major
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(receivers, minlength=n))]).astype(np.int32)
+    return jsparse.BCSR(
+        (jnp.asarray(weight[order], jnp.float32), jnp.asarray(senders[order], jnp.int32), jnp.asarray(indptr)),
+        shape=(n, n),
+    )
+
+
+# ----------------------------------------------------------------------------- propagation
+
+
+def _message(edges, sent_attributes, received_attributes, global_edge_attributes):
+    del received_attributes, global_edge_attributes
+    return sent_attributes * edges  # [2E, D] * [2E, 1]
+
+
+def _receive(nodes, sent_attributes, received_attributes, global_attributes):
+    del nodes, sent_attributes, global_attributes
+    return received_attributes  # [N, D]: segment_sum of messages over receivers
+
+
+_LAYER = jraph.GraphNetwork(update_edge_fn=_message, update_node_fn=_receive)
+
+
+def propagate_jraph(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
+    """One LightGCN layer by jraph message passing: [N, D] -> [N, D]."""
+    return _LAYER(graph._replace(nodes=x)).nodes
+
+
+@jax.custom_vjp
+def _sym_spmm(data: jax.Array, indices: jax.Array, indptr: jax.Array, x: jax.Array) -> jax.Array:
+    return jsparse.BCSR((data, indices, indptr), shape=(x.shape[0], x.shape[0])) @ x
+
+
+def _sym_spmm_fwd(data, indices, indptr, x):
+    return _sym_spmm(data, indices, indptr, x), (data, indices, indptr)
+
+
+def _sym_spmm_bwd(residuals, g):
+    data, indices, indptr = residuals
+    # A is symmetric, so A^T g = A g: the same CSR product, no transpose needed.
+    return None, None, None, jsparse.BCSR((data, indices, indptr), shape=(g.shape[0], g.shape[0])) @ g
+
+
+_sym_spmm.defvjp(_sym_spmm_fwd, _sym_spmm_bwd)
+
+
+def propagate_sparse(adj: jsparse.BCSR, x: jax.Array) -> jax.Array:
+    """One LightGCN layer as a sparse product with the symmetric normalised adjacency: [N, D] -> [N, D].
+
+    Gradients flow to x only (the adjacency is a constant of the graph).
+    """
+    if adj.shape != (x.shape[0], x.shape[0]):
+        raise ValueError(f"adjacency shape {adj.shape} does not match embeddings {x.shape}")
+    return _sym_spmm(adj.data, adj.indices, adj.indptr, x)
+
+
+Operator = jraph.GraphsTuple | jsparse.BCSR
+
+
+def propagate(operator: Operator, x: jax.Array) -> jax.Array:
+    if isinstance(operator, jraph.GraphsTuple):
+        return propagate_jraph(operator, x)
+    if isinstance(operator, jsparse.BCSR):
+        return propagate_sparse(operator, x)
+    raise TypeError(f"operator must be a jraph.GraphsTuple or a BCSR matrix, got {type(operator).__name__}")
+
+
+def layer_mean(operator: Operator, e0: jax.Array, num_layers: int) -> jax.Array:
+    """LightGCN readout: mean of e0, A e0, ..., A^L e0 ([N, D] -> [N, D])."""
+    total, x = e0, e0
+    for _ in range(num_layers):
+        x = propagate(operator, x)
+        total = total + x
+    return total / (num_layers + 1)
+
+
+def make_operator(graph: jraph.GraphsTuple, propagation: str) -> Operator:
+    """The propagation operator for "jraph", "sparse", or "auto" (sparse on CPU, jraph on GPU/TPU)."""
+    if propagation not in PROPAGATIONS:
+        raise ValueError(f"propagation={propagation!r} is not one of {PROPAGATIONS}")
+    if propagation == "auto":
+        propagation = "sparse" if jax.default_backend() == "cpu" else "jraph"
+    return graph if propagation == "jraph" else graph_to_bcsr(graph)
+
+
+# ----------------------------------------------------------------------------- model and loss
+
+
+class LightGCN(nnx.Module):
+    """Holds the layer-0 embeddings of users then items ([U+I, D]); calling it runs the propagation."""
+
+    def __init__(self, num_users: int, num_items: int, dim: int = 64, num_layers: int = 3, *,
+                 rngs: nnx.Rngs, init: str = "normal", init_std: float = 0.1):
+        self.num_users, self.num_items, self.num_layers = num_users, num_items, num_layers
+        shape = (num_users + num_items, dim)
+        if init == "normal":
+            value = init_std * jax.random.normal(rngs.params(), shape, jnp.float32)
+        elif init == "xavier":
+            value = jax.nn.initializers.xavier_uniform()(rngs.params(), shape, jnp.float32)
+        else:
+            raise ValueError(f"init={init!r} is not 'normal' or 'xavier'")
+        self.embedding = nnx.Param(value)
+
+    def __call__(self, operator: Operator) -> tuple[jax.Array, jax.Array]:
+        final = layer_mean(operator, self.embedding[...], self.num_layers)  # [U+I, D]
+        return final[: self.num_users], final[self.num_users:]
+
+
+def bpr_loss(e0: jax.Array, final: jax.Array, num_users: int, users: jax.Array, pos: jax.Array,
+             neg: jax.Array, l2: float) -> jax.Array:
+    """BPR loss mean(-log sigmoid(s_ui - s_uj)) + l2 * 0.5 * (|e0_u|^2 + |e0_i|^2 + |e0_j|^2) / B.
+
+    e0, final: [U+I, D]; users/pos/neg: [B] (items as item indices, not node ids).
+    """
+    eu, ei, ej = final[users], final[num_users + pos], final[num_users + neg]  # [B, D] each
+    diff = jnp.sum(eu * ei, -1) - jnp.sum(eu * ej, -1)  # [B]
+    bpr = jnp.mean(jax.nn.softplus(-diff))
+    reg = 0.5 * (jnp.sum(e0[users] ** 2) + jnp.sum(e0[num_users + pos] ** 2)
+                 + jnp.sum(e0[num_users + neg] ** 2)) / users.shape[0]
+    return bpr + l2 * reg
+
+
+def sample_negatives(key: jax.Array, users: jax.Array, num_items: int, positive_keys: jax.Array,
+                     rounds: int) -> jax.Array:
+    """Uniform item per entry of `users`, re-drawn up to `rounds` times while it is a training positive.
+
+    positive_keys: sorted int32 `user * num_items + item` of the training pairs.
+    """
+    def is_positive(j):
+        key_ = users * num_items + j
+        at = jnp.clip(jnp.searchsorted(positive_keys, key_), 0, positive_keys.shape[0] - 1)
+        return positive_keys[at] == key_
+
+    keys = jax.random.split(key, rounds + 1)
+    neg = jax.random.randint(keys[0], users.shape, 0, num_items, jnp.int32)
+    for r in range(rounds):
+        redraw = jax.random.randint(keys[r + 1], users.shape, 0, num_items, jnp.int32)
+        neg = jnp.where(is_positive(neg), redraw, neg)
+    return neg
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _topk_batch(user_emb, item_emb, train_mask, truth_mask, valid, k):
+    """Sums of Recall@k and NDCG@k over the valid rows of one user batch.
+
+    user_emb [b, D], item_emb [I, D], train_mask / truth_mask [b, I] bool, valid [b] bool.
+    """
+    scores = jnp.where(train_mask, -jnp.inf, user_emb @ item_emb.T)  # [b, I]
+    _, top = jax.lax.top_k(scores, k)  # [b, k]
+    hits = jnp.take_along_axis(truth_mask, top, axis=1).astype(jnp.float32)  # [b, k]
+    n_true = truth_mask.sum(1).astype(jnp.float32)  # [b]
+    discount = 1.0 / jnp.log2(jnp.arange(k, dtype=jnp.float32) + 2.0)  # [k]
+    dcg = hits @ discount
+    idcg = jnp.cumsum(discount)[jnp.clip(n_true.astype(jnp.int32), 1, k) - 1]
+    recall = hits.sum(1) / jnp.maximum(n_true, 1.0)
+    ndcg = dcg / idcg
+    return jnp.sum(jnp.where(valid, recall, 0.0)), jnp.sum(jnp.where(valid, ndcg, 0.0))
+
+
+def _csr_rows(users: np.ndarray, items: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(users, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=num_users))])
+    return indptr, items[order]
+
+
+def topk_metrics(user_emb: np.ndarray, item_emb: np.ndarray, train_pairs: tuple[np.ndarray, np.ndarray],
+                 eval_pairs: tuple[np.ndarray, np.ndarray], k: int = 20, batch_users: int = 1024
+                 ) -> dict[str, float]:
+    """Full-ranking Recall@k and NDCG@k, training items of each user excluded from the ranking.
+
+    Averaged over users with at least one held-out item not among their training items. Scores are
+    `user_emb @ item_emb.T`, so a popularity baseline is user_emb = ones [U, 1], item_emb = counts [I, 1].
+    """
+    user_emb = np.asarray(user_emb, np.float32)
+    item_emb = np.asarray(item_emb, np.float32)
+    num_users, num_items = user_emb.shape[0], item_emb.shape[0]
+    if k > num_items:
+        raise ValueError(f"k={k} exceeds the number of items {num_items}")
+    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
+    eu, ei = dedupe_interactions(*eval_pairs, num_users, num_items)
+    seen = np.isin(eu.astype(np.int64) * num_items + ei, tu.astype(np.int64) * num_items + ti)
+    eu, ei = eu[~seen], ei[~seen]
+    if eu.size == 0:
+        raise ValueError("eval_pairs holds no (user, item) pair outside the training pairs")
+    t_ptr, t_items = _csr_rows(tu, ti, num_users)
+    e_ptr, e_items = _csr_rows(eu, ei, num_users)
+    eval_users = np.unique(eu)
+    item_dev = jnp.asarray(item_emb)
+    recall_sum = ndcg_sum = 0.0
+    for start in range(0, eval_users.size, batch_users):
+        rows = eval_users[start:start + batch_users]
+        b = rows.size
+        padded = np.zeros(batch_users, np.int64)
+        padded[:b] = rows
+        train_mask = np.zeros((batch_users, num_items), bool)
+        truth_mask = np.zeros((batch_users, num_items), bool)
+        for r, u in enumerate(rows):
+            train_mask[r, t_items[t_ptr[u]:t_ptr[u + 1]]] = True
+            truth_mask[r, e_items[e_ptr[u]:e_ptr[u + 1]]] = True
+        valid = np.arange(batch_users) < b
+        rs, ns = _topk_batch(jnp.asarray(user_emb[padded]), item_dev, jnp.asarray(train_mask),
+                             jnp.asarray(truth_mask), jnp.asarray(valid), k)
+        recall_sum += float(rs)
+        ndcg_sum += float(ns)
+    n = eval_users.size
+    return {f"recall@{k}": recall_sum / n, f"ndcg@{k}": ndcg_sum / n, "eval_users": int(n)}
+
+
+def popularity_metrics(train_pairs, eval_pairs, num_users: int, num_items: int, k: int = 20) -> dict[str, float]:
+    """The same metrics for the most-popular-items ranking (training interaction counts)."""
+    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
+    counts = np.bincount(ti, minlength=num_items).astype(np.float32)
+    return topk_metrics(np.ones((num_users, 1), np.float32), counts[:, None], (tu, ti), eval_pairs, k)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class LightGCNResult:
+    user_emb: np.ndarray  # [U, D] layer-mean embeddings
+    item_emb: np.ndarray  # [I, D]
+    metrics: list[dict[str, float]]  # one entry per epoch: epoch, loss, seconds (+ recall@k, ndcg@k)
+
+
+def _make_epoch_fn(graphdef, cfg: LightGCNConfig, num_users: int, num_items: int, num_edges: int,
+                   mesh: Mesh):
+    num_batches = math.ceil(num_edges / cfg.batch_size)
+    grid_sharding = parallel.named_sharding(mesh, (None, "batch"))  # [num_batches, B]: B over data axes
+    step_sharding = parallel.batch_sharding(mesh, 1)  # [B]
+
+    def loss_fn(model: LightGCN, operator, u, i, j):
+        e0 = model.embedding[...]
+        final = layer_mean(operator, e0, model.num_layers)
+        return bpr_loss(e0, final, num_users, u, i, j, cfg.l2)
+
+    def epoch(state, key, operator, train_u, train_i, positive_keys):
+        k_perm, k_neg = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, num_edges)  # [E]
+        # Wrap around so every batch is full; [num_batches, B].
+        idx = perm[jnp.arange(num_batches * cfg.batch_size) % num_edges].reshape(num_batches, cfg.batch_size)
+        idx = jax.lax.with_sharding_constraint(idx, grid_sharding)
+        u, i = train_u[idx], train_i[idx]
+        j = sample_negatives(k_neg, u, num_items, positive_keys, cfg.neg_rejection_rounds)
+
+        def step(state, batch):
+            bu, bi, bj = (jax.lax.with_sharding_constraint(x, step_sharding) for x in batch)
+            model, opt = nnx.merge(graphdef, state)
+            loss, grads = nnx.value_and_grad(loss_fn)(model, operator, bu, bi, bj)
+            opt.update(model, grads)
+            return nnx.state((model, opt)), loss
+
+        state, losses = jax.lax.scan(step, state, (u, i, j))
+        return state, jnp.mean(losses)
+
+    return jax.jit(epoch, donate_argnums=0)
+
+
+def _embeddings_fn(graphdef):
+    @jax.jit
+    def embeddings(state, operator):
+        model, _ = nnx.merge(graphdef, state)
+        return model(operator)
+    return embeddings
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+                   config: LightGCNConfig | Mapping[str, Any] | None = None, workdir: str | None = None,
+                   eval_pairs: tuple[np.ndarray, np.ndarray] | None = None, mesh: Mesh | None = None
+                   ) -> LightGCNResult:
+    """Trains LightGCN on the training interactions and returns its user and item embeddings.
+
+    users/items: int arrays [E] of training interactions (duplicates are dropped). eval_pairs: held-out
+    (users, items) for Recall@K / NDCG@K every `eval_every` epochs. workdir: orbax checkpoints every
+    `checkpoint_every` epochs under workdir/checkpoints (absolute path) and metrics.json; a later call
+    with the same workdir resumes from the latest checkpoint. mesh: defaults to all devices on "data".
+    """
+    cfg = as_config(config)
+    tu, ti = dedupe_interactions(users, items, num_users, num_items)
+    if tu.size == 0:
+        raise ValueError("users/items hold no interaction to train on")
+    if num_users * num_items >= 2**31:
+        raise ValueError(f"num_users*num_items={num_users * num_items} overflows the int32 pair keys")
+    mesh = parallel.make_mesh() if mesh is None else mesh
+    dp = parallel.data_parallel_size(mesh)
+    if cfg.batch_size % dp:
+        raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the {dp} data-parallel devices")
+
+    graph = build_graph(tu, ti, num_users, num_items)
+    operator = make_operator(graph, cfg.propagation)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    operator = jax.device_put(operator, replicated)
+    train_u = jax.device_put(jnp.asarray(tu), replicated)
+    train_i = jax.device_put(jnp.asarray(ti), replicated)
+    positive_keys = jax.device_put(jnp.asarray(tu * num_items + ti, jnp.int32), replicated)  # sorted
+
+    model = LightGCN(num_users, num_items, cfg.dim, cfg.num_layers, rngs=nnx.Rngs(params=cfg.seed),
+                     init=cfg.init, init_std=cfg.init_std)
+    opt = nnx.Optimizer(model, optax.adam(cfg.lr), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, opt))
+    state = jax.device_put(state, replicated)
+    epoch_fn = _make_epoch_fn(graphdef, cfg, num_users, num_items, tu.size, mesh)
+    embeddings_fn = _embeddings_fn(graphdef)
+
+    metrics: list[dict[str, float]] = []
+    start_epoch = 0
+    manager = None
+    if workdir is not None:
+        import orbax.checkpoint as ocp
+
+        workdir = os.path.abspath(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        manager = ocp.CheckpointManager(
+            os.path.join(workdir, "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+        )
+        latest = manager.latest_step()
+        if latest is not None:
+            restored = manager.restore(latest, args=ocp.args.StandardRestore(nnx.to_pure_dict(state)))
+            nnx.replace_by_pure_dict(state, restored)
+            state = jax.device_put(state, replicated)
+            start_epoch = int(latest)
+            metrics_path = os.path.join(workdir, "metrics.json")
+            if os.path.exists(metrics_path):
+                with open(metrics_path) as f:
+                    metrics = [m for m in json.load(f) if m["epoch"] <= start_epoch]
+            logging.info("LightGCN resumed from epoch %d in %s", start_epoch, workdir)
+
+    base_key = jax.random.key(cfg.seed)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        state, loss = epoch_fn(state, jax.random.fold_in(base_key, epoch), operator, train_u, train_i,
+                               positive_keys)
+        loss = float(loss)  # blocks until the epoch is done
+        entry = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t0}
+        last = epoch + 1 == cfg.epochs
+        if eval_pairs is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            ue, ie = embeddings_fn(state, operator)
+            entry.update(topk_metrics(np.asarray(ue), np.asarray(ie), (tu, ti), eval_pairs, cfg.eval_k,
+                                      cfg.eval_batch_users))
+        metrics.append(entry)
+        logging.info("LightGCN %s", entry)
+        if manager is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+            manager.save(epoch + 1, args=ocp.args.StandardSave(nnx.to_pure_dict(state)), force=True)
+            manager.wait_until_finished()
+            _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+
+    ue, ie = embeddings_fn(state, operator)
+    return LightGCNResult(np.asarray(ue), np.asarray(ie), metrics)

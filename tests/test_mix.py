@@ -1,0 +1,104 @@
+"""Embedding mixtures: PCA vs sklearn, normalisations, Table 6 similarity variants, on-the-fly scoring."""
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.decomposition import PCA
+from sklearn.metrics.pairwise import cosine_similarity
+
+from rallrec_jax.retrieval import mix as M
+from rallrec_jax.retrieval import retrieve as R
+
+RNG = np.random.default_rng(0)
+NUM_ITEMS = 40
+TEXT = (RNG.normal(size=(NUM_ITEMS, 160)) @ RNG.normal(size=(160, 160))).astype(np.float32) + 3.0
+COLLA = RNG.normal(scale=0.3, size=(NUM_ITEMS, 8)).astype(np.float32)
+COLLA[5] = 0.0  # an item without interactions
+SSL = RNG.normal(size=(NUM_ITEMS, 8)).astype(np.float32)
+
+
+def cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return 0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb))
+
+
+def test_pca_matches_sklearn_up_to_sign():
+    ours = M.pca(TEXT, 16)
+    ref = PCA(n_components=16).fit_transform(TEXT.astype(np.float64))
+    signs = np.sign((ours * ref).sum(0))
+    assert np.all(signs != 0)
+    np.testing.assert_allclose(ours * signs, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    with pytest.raises(ValueError, match="n_components"):
+        M.pca(TEXT, 500)
+
+
+def test_normalisations():
+    n = M.l2_normalize_rows(COLLA)
+    norms = np.linalg.norm(n, axis=1)
+    np.testing.assert_allclose(np.delete(norms, 5), 1.0, rtol=1e-6)
+    assert norms[5] == 0.0 and np.isfinite(n).all()
+    s = M.scale_by_max_row_norm(COLLA)
+    np.testing.assert_allclose(np.linalg.norm(s, axis=1).max(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(s * np.linalg.norm(COLLA, axis=1).max(), COLLA, rtol=1e-5)  # one scalar
+
+
+def test_paper_mix3_is_sum_of_block_cosines():
+    emb = M.mixed_embedding("mix3", TEXT, COLLA, SSL, style="paper")
+    assert emb.shape == (NUM_ITEMS, 160 + 8 + 8)
+    for a, b in [(0, 1), (3, 7), (5, 9), (12, 12)]:
+        expect = cos(TEXT[a], TEXT[b]) + cos(COLLA[a], COLLA[b]) + cos(SSL[a], SSL[b])
+        np.testing.assert_allclose(emb[a] @ emb[b], expect, rtol=1e-5, atol=1e-6)
+    mix = M.mixed_embedding("mix", TEXT, COLLA, style="paper")
+    np.testing.assert_allclose(mix[3] @ mix[7], cos(TEXT[3], TEXT[7]) + cos(COLLA[3], COLLA[7]), rtol=1e-5)
+
+
+def test_official_mix3_is_cosine_of_scaled_blocks():
+    sim = M.ItemSimilarity("mix3", TEXT, COLLA, SSL, style="official", pca_dim=32).matrix()
+    t = PCA(n_components=32).fit_transform(TEXT.astype(np.float64))
+    blocks = [x / np.linalg.norm(x, axis=1).max() for x in (t, COLLA.astype(np.float64), SSL.astype(np.float64))]
+    ref = cosine_similarity(np.concatenate(blocks, axis=1))  # sign flips of PCA components do not change it
+    np.testing.assert_allclose(sim, ref, rtol=1e-4, atol=1e-5)
+    text_only = M.ItemSimilarity("text", TEXT, style="official", pca_dim=32).matrix()
+    np.testing.assert_allclose(text_only, cosine_similarity(t), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("style", M.STYLES)
+def test_hybrid_score(style):
+    sim = M.ItemSimilarity("hybrid", TEXT, COLLA, style=style, pca_dim=32).matrix()
+    t = PCA(n_components=32).fit_transform(TEXT.astype(np.float64)) if style == "official" else TEXT
+    ref = 0.5 * softmax(cosine_similarity(t), axis=1) + 0.5 * softmax(cosine_similarity(COLLA), axis=1)
+    np.testing.assert_allclose(sim, ref, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(sim.sum(1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", M.KINDS)
+def test_on_the_fly_scores_equal_the_matrix(kind):
+    sim = M.ItemSimilarity(kind, TEXT, COLLA, SSL, chunk=7)
+    full = sim.matrix()
+    targets = RNG.integers(0, NUM_ITEMS, 20)
+    cands = RNG.integers(0, NUM_ITEMS, (20, 11))
+    np.testing.assert_allclose(sim(targets, cands), full[targets[:, None], cands], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(full).all()
+    with pytest.raises(ValueError, match="outside"):
+        sim(targets, cands + NUM_ITEMS)
+
+
+def test_missing_blocks_and_shapes_are_named():
+    with pytest.raises(ValueError, match="ssl"):
+        M.mixed_embedding("mix3", TEXT, COLLA, None)
+    with pytest.raises(ValueError, match="colla embeddings have 3 rows"):
+        M.mixed_embedding("mix", TEXT, COLLA[:3])
+
+
+def test_high_retrieval_equals_official_walk_of_global_ranking():
+    """The code walks argsort(-sim[t]) over all items, keeping history members until K are found."""
+    sim = M.ItemSimilarity("mix3", TEXT, COLLA, SSL, style="official", pca_dim=32)
+    full = sim.matrix()
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        target = int(rng.integers(0, NUM_ITEMS))
+        hist = rng.choice(np.delete(np.arange(NUM_ITEMS), target), size=25, replace=False)
+        ratings = rng.integers(1, 6, 25)
+        walk = [i for i in np.argsort(-full[target], kind="stable") if i in set(hist.tolist())][:10]
+        got = R.retrieve_samples([hist], [ratings], [target], sim, R.RetrievalConfig(order="high", k_history=10))
+        np.testing.assert_array_equal(got[0][0], walk)
