@@ -213,3 +213,37 @@ def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: 
     ours = lightgcn.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
     popular = lightgcn.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
     return {"split": split, "k": k, "lightgcn": ours, "popularity": popular}
+
+
+def eval_indices(data: CTRData, eval_size: int) -> list[int]:
+    """The evaluated test rows: the first `eval_size` (the official 10,000), all when 0."""
+    n = data.num_samples("test")
+    return list(range(n if not eval_size else min(eval_size, n)))
+
+
+def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.TextTools | None = None) -> dict:
+    """One retrieval step from a full config (`config.data`, `config.retrieval`, `config.eval_size`):
+    `lightgcn` trains and evaluates LightGCN; `ssl` aligns text to it; `retrieve` orders the evaluated
+    test rows' histories. Returns a JSON-able summary (also printed by the experiments)."""
+    from rallrec_jax.data import prepare  # data is below retrieval: a downward import
+
+    data = prepare.prepare_data(config.data, workdir)
+    stage = RetrievalStage(data, config.retrieval, workdir, tools=tools)
+    if step == "lightgcn":
+        return {"step": step, **{s: evaluate_collaborative(stage, s) for s in ("validation", "test")}}
+    if step == "ssl":
+        text, colla = stage.text_embeddings(), stage.collaborative_embeddings()
+        e_ssl = stage.ssl_embeddings(text, colla)
+        valid = np.linalg.norm(colla, axis=1) > 0
+        unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        cos = (unit(e_ssl[valid]) * unit(colla[valid])).sum(axis=1)
+        return {"step": step, "items": int(valid.sum()), "mean_cos_to_own_colla": float(cos.mean()),
+                "mean_cos_to_shuffled_colla": float((unit(e_ssl[valid]) * np.roll(unit(colla[valid]), 1, 0))
+                                                    .sum(axis=1).mean())}
+    if step == "retrieve":
+        indices = eval_indices(data, config.eval_size)
+        out = stage.retrieve("test", indices)
+        lengths = np.array([len(x[0]) for x in out])
+        return {"step": step, "samples": len(out), "order": config.retrieval.order, "kind": config.retrieval.kind,
+                "mean_items": float(lengths.mean()) if len(out) else 0.0}
+    raise ValueError(f"retrieval step {step!r} is not one of lightgcn, ssl, retrieve")
