@@ -8,7 +8,6 @@ from rallrec_jax import assets
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
-from rallrec_jax.llm.scoring import yes_probability_from_logits
 from rallrec_jax.reasoning import hints, traces
 
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -90,35 +89,32 @@ def test_extract_probability():
 # ----------------------------------------------------------------------------- scoring
 def test_trace_score_equals_the_plain_forward_on_the_concatenated_text(model, tokenizer):
     """P(Yes) of a trace = softmax over Yes/No of the model's last-position logits on
-    chat(user=prompt) + "<think>\\n" + segment + "</think>\\n\\n", computed here with a plain unbatched forward."""
+    chat(user=prompt) + "<think>\\n" + segment + "</think>\\n\\n", computed here with one plain unpadded forward
+    per text (no batching, no buckets, no padding)."""
     import jax.numpy as jnp
+    from flax import nnx
 
-    from rallrec_jax.llm.model import positions_from_mask
-
-    trace_texts = ["I think so.</think>\n\nYes", "Maybe not, the user dislikes action", "x</think>"]
-    prompts = [PROMPT, PROMPT + " Hm.", PROMPT]
+    trace_texts = ["I think so.</think>\n\nYes", "Maybe not, the user dislikes action"]
+    prompts = [PROMPT, PROMPT + " Hm."]
     scorer = traces.TraceScorer(model, tokenizer, batch_size=2)
     got = scorer.score(prompts, trace_texts)
     yes, no = tok_lib.yes_no_ids(tokenizer)
+    forward = nnx.jit(lambda m, t: m(t, jnp.arange(t.shape[1])[None, :], jnp.ones(t.shape, bool)))
     for i, (p, t) in enumerate(zip(prompts, trace_texts)):
         text = (tokenizer.apply_chat_template([{"role": "system", "content": ""}, {"role": "user", "content": p}],
                                               tokenize=False, add_generation_prompt=True)
                 + "<think>\n" + traces.think_segment(t) + "</think>\n\n")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        tokens = jnp.asarray([ids], jnp.int32)
-        mask = jnp.ones_like(tokens)
-        logits = np.asarray(model(tokens, positions_from_mask(mask), mask.astype(bool)))[0, -1]  # [V]
-        want = 1.0 / (1.0 + np.exp(-(float(logits[yes]) - float(logits[no]))))
+        logits = np.asarray(forward(model, jnp.asarray([ids], jnp.int32)))[0, -1].astype(np.float64)  # [V]
+        want = 1.0 / (1.0 + np.exp(-(logits[yes] - logits[no])))
         assert abs(got["softmax"][i] - want) < 2e-5
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         want_double = 1.0 / (1.0 + np.exp(-(probs[yes] - probs[no])))
         assert abs(got["double_softmax"][i] - want_double) < 2e-5
         assert got["text"][i] == traces.extract_probability(t)
-    direct = np.asarray(yes_probability_from_logits(scorer.scorer.next_token_logits(
-        tok_lib.encode(tokenizer, [traces.scoring_text(tokenizer, prompts[0], traces.think_segment(trace_texts[0]))])),
-        yes, no))
-    assert abs(direct[0] - got["softmax"][0]) < 1e-6
+    assert got["text"].tolist() == [1.0, 0.5]
+    assert abs(got["softmax"][0] - got["softmax"][1]) > 1e-6  # the trace matters
 
 
 def test_score_rejects_misaligned_inputs(model, tokenizer):
@@ -161,20 +157,16 @@ def test_one_prefill_serves_all_k_traces(model, tokenizer):
 
 
 def test_greedy_traces_match_a_plain_argmax_loop(model, tokenizer):
-    """At temperature 0 every one of the K traces is the argmax continuation (recomputed without a cache)."""
-    import jax.numpy as jnp
-
-    from rallrec_jax.llm.model import positions_from_mask
-
+    """At temperature 0 every one of the K traces is the argmax continuation, recomputed here without a KV cache
+    by the plain last-position forward (Scorer.next_token_logits) on the growing sequence."""
     gen = traces.TraceGenerator(model, tokenizer)
     text = traces.reasoning_prompt(tokenizer, PROMPT, "")
-    out = gen.generate([text], num_samples=2, max_new_tokens=5, temperature=0.0, top_p=1.0, top_k=0, seed=0)
+    out = gen.generate([text], num_samples=2, max_new_tokens=4, temperature=0.0, top_p=1.0, top_k=0, seed=0)
+    plain = traces.TraceScorer(model, tokenizer).scorer
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     want = []
-    for _ in range(5):
-        tokens = jnp.asarray([ids], jnp.int32)
-        mask = jnp.ones_like(tokens)
-        nxt = int(np.argmax(np.asarray(model(tokens, positions_from_mask(mask), mask.astype(bool)))[0, -1]))
+    for _ in range(4):
+        nxt = int(np.argmax(plain.next_token_logits([ids])[0]))
         if nxt in gen.eos:
             break
         want.append(nxt)

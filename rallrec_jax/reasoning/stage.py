@@ -84,8 +84,10 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
     meta_path, npy_path = root / "general.json", root / "general.npy"
     if meta_path.is_file() and npy_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == _fingerprint(settings):
-            return {**meta, "probabilities": np.load(npy_path), "labels": np.asarray(meta["labels"], np.int64)}
+        if meta.get("fingerprint") == _fingerprint({**settings, "rows": meta["settings"]["rows"]}) and \
+                meta["settings"]["rows"] >= n:  # the same settings, at least as many rows: take the first n
+            return {**meta, "key": _fingerprint({**settings, "rows": None}),
+                    "probabilities": np.load(npy_path)[:n], "labels": np.asarray(meta["labels"][:n], np.int64)}
         logging.info("reasoning: general predictions out of date; recomputing")
     if model is None or tokenizer is None:
         model, tokenizer = load_base(config, None)  # evaluate shards it (and attaches adapters) itself
@@ -100,7 +102,8 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
         root.mkdir(parents=True, exist_ok=True)
         np.save(npy_path, res["probabilities"])
         _atomic_text(meta_path, json.dumps(meta, indent=1))
-    return {**meta, "probabilities": np.asarray(res["probabilities"]), "labels": res["labels"]}
+    return {**meta, "key": _fingerprint({**settings, "rows": None}), "probabilities": np.asarray(res["probabilities"]),
+            "labels": res["labels"]}
 
 
 # ------------------------------------------------------------------------------------------- traces
@@ -108,7 +111,8 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
 
 def trace_settings(config, mode: str, n: int, general_fp: str | None) -> dict:
     r, e = config.reasoning, config.evaluate
-    return {"mode": mode, "rows": n, "split": e.split, "order": e.order, "k_history": e.k_history,
+    del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
+    return {"mode": mode, "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path, "num_traces": r.num_traces,
             "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
             "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
@@ -158,15 +162,17 @@ def _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, offici
 
 
 def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: dict | None, histories,
-               mesh=None, stop_after_batches: int | None = None) -> dict:
-    """Generates and scores the traces of one mode, resuming from traces.jsonl. Returns its summary."""
+               mesh=None, stop_after_batches: int | None = None,
+               tools: tuple[traces.TraceGenerator, traces.TraceScorer] | None = None) -> dict:
+    """Generates and scores the traces of one mode, resuming from traces.jsonl. Returns its summary.
+    `tools` (generator, scorer) are reused across modes so their jitted programs compile once."""
     if mode not in MODES:
         raise ValueError(f"reasoning mode {mode!r} is not one of {MODES}")
     if mode == "hint" and general is None:
         raise ValueError("the hint mode needs the general model's predictions (P_G)")
     r = config.reasoning
     n = num_rows(config, data)
-    settings = trace_settings(config, mode, n, general and general["fingerprint"])
+    settings = trace_settings(config, mode, n, general and general["key"])
     folder = _root(workdir) / mode
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, path = folder / "meta.json", folder / "traces.jsonl"
@@ -179,8 +185,7 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
     labels = data.samples[config.evaluate.split]["label"]
     p_g = None if general is None else np.asarray(general["probabilities"])
     hint_for_row = (lambda row: hints.knowledge_hint(float(p_g[row]))) if mode == "hint" else (lambda row: "")
-    gen = traces.TraceGenerator(model, tokenizer, mesh)
-    scorer = traces.TraceScorer(model, tokenizer, batch_size=r.score_batch, mesh=mesh)
+    gen, scorer = tools or make_tools(config, model, tokenizer, mesh)
     b = int(r.prompts_per_batch)
     if b < 1 or r.num_traces < 1 or r.max_new_tokens < 1:
         raise ValueError(f"reasoning.prompts_per_batch={b}, num_traces={r.num_traces} and "
@@ -223,6 +228,11 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
     return {"mode": mode, "rows_done": sum(1 for row in range(n) if row in done), "rows": n, "file": str(path)}
 
 
+def make_tools(config, model, tokenizer, mesh=None) -> tuple[traces.TraceGenerator, traces.TraceScorer]:
+    return (traces.TraceGenerator(model, tokenizer, mesh),
+            traces.TraceScorer(model, tokenizer, batch_size=config.reasoning.score_batch, mesh=mesh))
+
+
 def load_reasoning_model(config, mesh=None):
     """(model, tokenizer) of M_R: reasoning.llm_path ("" = the SmolLM2-135M-Instruct GGUF)."""
     from rallrec_jax import assets
@@ -260,10 +270,11 @@ def reason(config, workdir, *, data=None, histories: Mapping[str, ex_lib.History
                "general_wall_seconds": time.perf_counter() - t0}
     if model is None or tokenizer is None:
         model, tokenizer = load_reasoning_model(config, None)
+    tools = make_tools(config, model, tokenizer, mesh)
     for mode in modes:
         t = time.perf_counter()
         summary[mode] = run_traces(config, workdir, mode, data, model, tokenizer, general=general, histories=orders,
-                                   mesh=mesh, stop_after_batches=stop_after_batches)
+                                   mesh=mesh, stop_after_batches=stop_after_batches, tools=tools)
         summary[mode]["wall_seconds_this_run"] = time.perf_counter() - t
     return summary
 
