@@ -18,6 +18,7 @@ from rallrec_jax.reasoning import hints, merge, stage
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True)
 TIMING = ("generate_seconds", "score_seconds")
+pytestmark = pytest.mark.slow  # end to end on real data: prepare, tokenizer, evaluate, two modes, merge
 
 
 def _config():

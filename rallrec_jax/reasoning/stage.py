@@ -3,7 +3,8 @@
 `reason(config, workdir)` writes, under `workdir/reasoning/`:
 
     general.json, general.npy   P_G for the evaluated test rows, from `generation.evaluate.evaluate` (which also
-                                writes workdir/evaluate/reasoning_general.{json,npy}); reused when its settings match
+                                writes workdir/evaluate/reasoning_general.{json,npy}); reused (its first rows) while
+                                the settings match and it covers at least the rows asked for
     <mode>/meta.json            the settings the traces were made with (mode = "plain" or "hint")
     <mode>/traces.jsonl         one JSON line per test row, appended as each batch of rows finishes: the K traces,
                                 their lengths, EOS flags, and P(Yes) per trace ("softmax", "double_softmax", "text")
@@ -11,7 +12,8 @@
 A killed run resumes: rows already in traces.jsonl are kept (a torn last line is dropped), and the rest are
 generated with the same seeds as an uninterrupted run. Rows go to the sampler in fixed batches of
 `prompts_per_batch` (batch b = rows [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so a row's traces depend
-only on the settings, never on where a previous run stopped.
+only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
+settings check, and a run can be extended to more rows. Both modes use the same seeds per row.
 
 `merge_results(config, workdir)` reads those files and writes `reasoning/results.json` / `results.md` (rows:
 general, reasoning w/o hint, reasoning w/ hint, merged = RALLRec+, and the merge of the plain traces), the alpha
