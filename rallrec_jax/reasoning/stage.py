@@ -121,8 +121,9 @@ def trace_settings(config, mode: str, n: int, general_fp: str | None) -> dict:
             "general": general_fp if mode == "hint" else None, "data": config.data.to_dict()}
 
 
-def read_records(path: pathlib.Path) -> dict[int, dict]:
-    """row -> record from a traces.jsonl; a torn (unparsable) tail is cut off the file so appends stay clean."""
+def read_records(path: pathlib.Path, repair: bool = False) -> dict[int, dict]:
+    """row -> record from a traces.jsonl, up to a torn (unparsable or unterminated) tail; `repair` (the writer's
+    resume only, never a reader that may run beside a writer) cuts that tail off the file so appends stay clean."""
     out: dict[int, dict] = {}
     if not path.is_file():
         return out
@@ -138,7 +139,7 @@ def read_records(path: pathlib.Path) -> dict[int, dict]:
             break
         out[int(rec["row"])] = rec
         good += len(line)
-    if good < len(raw):
+    if good < len(raw) and repair:
         logging.warning("reasoning: dropping a torn tail of %d bytes from %s", len(raw) - good, path)
         with open(path, "r+b") as f:
             f.truncate(good)
@@ -183,7 +184,7 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
         raise ValueError(f"{path} was made with other settings than reasoning/{mode} now has; delete {folder} "
                          "or use another workdir")
     _atomic_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
-    done = read_records(path)
+    done = read_records(path, repair=True)
     labels = data.samples[config.evaluate.split]["label"]
     p_g = None if general is None else np.asarray(general["probabilities"])
     hint_for_row = (lambda row: hints.knowledge_hint(float(p_g[row]))) if mode == "hint" else (lambda row: "")
