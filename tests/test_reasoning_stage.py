@@ -88,6 +88,8 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(setup, tmp_path)
     path = stage._root(tmp_path) / "hint" / "traces.jsonl"
     with open(path, "a") as f:
         f.write('{"row": 2, "label": 1, "tra')  # a torn line, as a kill in mid-write leaves
+    torn = path.read_text()
+    assert sorted(stage.read_records(path)) == [0, 1] and path.read_text() == torn  # a reader changes nothing
     second = stage.reason(config, tmp_path, **kw)
     assert second["hint"]["rows_done"] == config.reasoning.num_rows
     assert _records(tmp_path, "hint") == _records(work, "hint")
