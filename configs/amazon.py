@@ -3,7 +3,7 @@ with unknown category dropped, iterative core users 11..200 / items 10..200, top
 history >= 5, global temporal 8:1:1, label rating > 3."""
 import ml_collections
 
-from configs import base_data, base_generation
+from configs import base_data, base_generation, base_reasoning
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -16,4 +16,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.top_items = 5000
     config.eval_size = 10000
     base_generation.add_generation(config, sample_size=8192)
+    config.reasoning = base_reasoning.reasoning_config()
     return config

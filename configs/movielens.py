@@ -1,7 +1,7 @@
 """MovieLens-1M as the paper (spec 1.2): label rating > 3, history >= 5, global temporal 8:1:1."""
 import ml_collections
 
-from configs import base_data, base_generation
+from configs import base_data, base_generation, base_reasoning
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -9,4 +9,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = base_data.data_config("movielens-1m")
     config.eval_size = 10000  # the official evaluation reads the first 10,000 test rows
     base_generation.add_generation(config, sample_size=8192)
+    config.reasoning = base_reasoning.reasoning_config()
     return config

@@ -7,7 +7,7 @@ import pathlib
 
 import ml_collections
 
-from configs import base_data, base_generation
+from configs import base_data, base_generation, base_reasoning
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -35,4 +35,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.finetune.progress = False
     config.evaluate.k_history = 5
     config.evaluate.max_prompt_tokens = 512
+    config.reasoning = base_reasoning.reasoning_config(num_rows=8, num_traces=3, max_new_tokens=8, prompts_per_batch=2, max_prompt_tokens=512, variance_window=4)
     return config

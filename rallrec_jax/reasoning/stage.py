@@ -1,0 +1,376 @@
+"""The reasoning stage end to end (paper-spec 3.4-3.6): P_G -> hinted/plain traces -> trace scores -> merge.
+
+`reason(config, workdir)` writes, under `workdir/reasoning/`:
+
+    general.json, general.npy   P_G for the evaluated test rows, from `generation.evaluate.evaluate` (which also
+                                writes workdir/evaluate/reasoning_general.{json,npy}); reused (its first rows) while
+                                the settings match and it covers at least the rows asked for
+    <mode>/meta.json            the settings the traces were made with (mode = "plain" or "hint")
+    <mode>/traces.jsonl         one JSON line per test row, appended as each batch of rows finishes: the K traces,
+                                their lengths, EOS flags, and P(Yes) per trace ("softmax", "double_softmax", "text")
+
+A killed run resumes: rows already in traces.jsonl are kept (a torn last line is dropped), and the rest are
+generated with the same seeds as an uninterrupted run. Rows go to the sampler in fixed batches of
+`prompts_per_batch` (batch b = rows [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so a row's traces depend
+only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
+settings check, and a run can be extended to more rows. Both modes use the same seeds per row.
+
+`merge_results(config, workdir)` reads those files and writes `reasoning/results.json` / `results.md` (rows:
+general, reasoning w/o hint, reasoning w/ hint, merged = RALLRec+, and the merge of the plain traces), the alpha
+and epsilon sweeps, and the figures (PNG + JSON) of Figs. 2, 3, 6, 7, 9 under `reasoning/figures/`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import time
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation import prompts as prompt_lib
+from rallrec_jax.llm import tokenizer as tok_lib
+from rallrec_jax.reasoning import analysis, hints, merge, traces
+
+MODES = ("plain", "hint")
+SCORES = ("softmax", "double_softmax", "text")
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _root(workdir) -> pathlib.Path:
+    return checkpoint.absolute(workdir) / "reasoning"
+
+
+def _atomic_text(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def num_rows(config, data) -> int:
+    """Evaluated test rows: reasoning.num_rows, else config.eval_size (0 = all), capped by the split."""
+    total = data.num_samples(config.evaluate.split)
+    n = config.reasoning.num_rows or config.eval_size
+    return total if not n else min(int(n), total)
+
+
+# ------------------------------------------------------------------------------------------- P_G
+
+
+def general_settings(config, n: int) -> dict:
+    e = config.evaluate
+    return {"rows": n, "split": e.split, "order": e.order, "k_history": e.k_history,
+            "max_prompt_tokens": e.max_prompt_tokens, "double_softmax": bool(e.double_softmax),
+            "adapters": e.adapters, "model": config.model.path, "data": config.data.to_dict()}
+
+
+def general_predictions(config, workdir, data, *, histories=None, model=None, tokenizer=None, mesh=None) -> dict:
+    """P_G [N] for the first N evaluated rows, with labels and seconds; computed by `evaluate.evaluate` once and
+    then read from reasoning/general.{json,npy} while the settings match."""
+    from rallrec_jax.generation import evaluate as eval_lib
+    from rallrec_jax.generation.finetune import load_base
+
+    n = num_rows(config, data)
+    settings = general_settings(config, n)
+    root = _root(workdir)
+    meta_path, npy_path = root / "general.json", root / "general.npy"
+    if meta_path.is_file() and npy_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == _fingerprint({**settings, "rows": meta["settings"]["rows"]}) and \
+                meta["settings"]["rows"] >= n:  # the same settings, at least as many rows: take the first n
+            return {**meta, "key": _fingerprint({**settings, "rows": None}),
+                    "probabilities": np.load(npy_path)[:n], "labels": np.asarray(meta["labels"][:n], np.int64)}
+        logging.info("reasoning: general predictions out of date; recomputing")
+    if model is None or tokenizer is None:
+        model, tokenizer = load_base(config, None)  # evaluate shards it (and attaches adapters) itself
+    start = time.perf_counter()
+    res = eval_lib.evaluate(config, workdir, num_rows=n, histories=histories, data=data, model=model,
+                            tokenizer=tokenizer, mesh=mesh, tag="reasoning_general")
+    seconds = time.perf_counter() - start
+    meta = {"fingerprint": _fingerprint(settings), "settings": settings, "metrics": res["metrics"],
+            "seconds": seconds, "seconds_per_sample": seconds / n, "adapters_used": res["adapters"],
+            "labels": res["labels"].tolist(), "source": "generation.evaluate.evaluate (tag reasoning_general)"}
+    if jax.process_index() == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        np.save(npy_path, res["probabilities"])
+        _atomic_text(meta_path, json.dumps(meta, indent=1))
+    return {**meta, "key": _fingerprint({**settings, "rows": None}), "probabilities": np.asarray(res["probabilities"]),
+            "labels": res["labels"]}
+
+
+# ------------------------------------------------------------------------------------------- traces
+
+
+def trace_settings(config, mode: str, n: int, general_fp: str | None) -> dict:
+    r, e = config.reasoning, config.evaluate
+    del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
+    return {"mode": mode, "split": e.split, "order": e.order, "k_history": e.k_history,
+            "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path, "num_traces": r.num_traces,
+            "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
+            "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
+            "general": general_fp if mode == "hint" else None, "data": config.data.to_dict()}
+
+
+def read_records(path: pathlib.Path, repair: bool = False) -> dict[int, dict]:
+    """row -> record from a traces.jsonl, up to a torn (unparsable or unterminated) tail; `repair` (the writer's
+    resume only, never a reader that may run beside a writer) cuts that tail off the file so appends stay clean."""
+    out: dict[int, dict] = {}
+    if not path.is_file():
+        return out
+    good = 0
+    with open(path, "rb") as f:
+        raw = f.read()
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break
+        out[int(rec["row"])] = rec
+        good += len(line)
+    if good < len(raw) and repair:
+        logging.warning("reasoning: dropping a torn tail of %d bytes from %s", len(raw) - good, path)
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return out
+
+
+def _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, official: bool) -> tuple[list, list]:
+    """(reasoning prompt texts, plain CTR prompt texts) for rows; the oldest history items are dropped while the
+    reasoning prompt exceeds reasoning.max_prompt_tokens."""
+    e = config.evaluate
+    builder = prompt_lib.PromptBuilder(data)
+    limit = config.reasoning.max_prompt_tokens or None
+    full, plain = [], []
+    for row in rows:
+        hint = hint_for_row(row)
+        count = (lambda text: len(tok_lib.encode(tokenizer, [traces.reasoning_prompt(tokenizer, text, hint,
+                                                                                      official)])[0]))
+        p = builder.build(e.split, row, histories[e.order](e.split, row), e.order,
+                          count_tokens=count if limit else None, max_tokens=limit)
+        full.append(traces.reasoning_prompt(tokenizer, p.text, hint, official))
+        plain.append(p.text)
+    return full, plain
+
+
+def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: dict | None, histories,
+               mesh=None, stop_after_batches: int | None = None,
+               tools: tuple[traces.TraceGenerator, traces.TraceScorer] | None = None) -> dict:
+    """Generates and scores the traces of one mode, resuming from traces.jsonl. Returns its summary.
+    `tools` (generator, scorer) are reused across modes so their jitted programs compile once."""
+    if mode not in MODES:
+        raise ValueError(f"reasoning mode {mode!r} is not one of {MODES}")
+    if mode == "hint" and general is None:
+        raise ValueError("the hint mode needs the general model's predictions (P_G)")
+    r = config.reasoning
+    n = num_rows(config, data)
+    settings = trace_settings(config, mode, n, general and general["key"])
+    folder = _root(workdir) / mode
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path, path = folder / "meta.json", folder / "traces.jsonl"
+    fp = _fingerprint(settings)
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") != fp:
+        raise ValueError(f"{path} was made with other settings than reasoning/{mode} now has; delete {folder} "
+                         "or use another workdir")
+    _atomic_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
+    done = read_records(path, repair=True)
+    labels = data.samples[config.evaluate.split]["label"]
+    p_g = None if general is None else np.asarray(general["probabilities"])
+    hint_for_row = (lambda row: hints.knowledge_hint(float(p_g[row]))) if mode == "hint" else (lambda row: "")
+    gen, scorer = tools or make_tools(config, model, tokenizer, mesh)
+    b = int(r.prompts_per_batch)
+    if b < 1 or r.num_traces < 1 or r.max_new_tokens < 1:
+        raise ValueError(f"reasoning.prompts_per_batch={b}, num_traces={r.num_traces} and "
+                         f"max_new_tokens={r.max_new_tokens} must all be >= 1")
+    batches_run = 0
+    for start in range(0, n, b):
+        rows = list(range(start, min(start + b, n)))
+        if all(row in done for row in rows):
+            continue
+        if stop_after_batches is not None and batches_run >= stop_after_batches:
+            break
+        full, plain = _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, r.official_prompt)
+        t0 = time.perf_counter()
+        out = gen.generate(full, r.num_traces, r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.seed + start)
+        t1 = time.perf_counter()
+        flat_prompts = [plain[i] for i in range(len(rows)) for _ in range(r.num_traces)]
+        flat_traces = [t.text for row_traces in out for t in row_traces]
+        scores = scorer.score(flat_prompts, flat_traces)
+        t2 = time.perf_counter()
+        lines = []
+        for i, row in enumerate(rows):
+            if row in done:
+                continue
+            sl = slice(i * r.num_traces, (i + 1) * r.num_traces)
+            rec = {"row": row, "label": int(labels[row]), "traces": [t.text for t in out[i]],
+                   "lengths": [t.length for t in out[i]], "finished": [t.finished for t in out[i]],
+                   "scores": {k: [float(x) for x in scores[k][sl]] for k in SCORES},
+                   "prompt_tokens": len(tok_lib.encode(tokenizer, [full[i]])[0]),
+                   "generate_seconds": (t1 - t0) / len(rows), "score_seconds": (t2 - t1) / len(rows),
+                   "p_general": None if p_g is None else float(p_g[row])}
+            done[row] = rec
+            lines.append(json.dumps(rec) + "\n")
+        if jax.process_index() == 0:
+            with open(path, "a") as f:
+                f.write("".join(lines))
+                f.flush()
+                os.fsync(f.fileno())
+        batches_run += 1
+        logging.info("reasoning %s: %d/%d rows (%.1fs generate, %.1fs score)", mode, len(done), n, t1 - t0, t2 - t1)
+    return {"mode": mode, "rows_done": sum(1 for row in range(n) if row in done), "rows": n, "file": str(path)}
+
+
+def make_tools(config, model, tokenizer, mesh=None) -> tuple[traces.TraceGenerator, traces.TraceScorer]:
+    return (traces.TraceGenerator(model, tokenizer, mesh),
+            traces.TraceScorer(model, tokenizer, batch_size=config.reasoning.score_batch, mesh=mesh))
+
+
+def load_reasoning_model(config, mesh=None):
+    """(model, tokenizer) of M_R: reasoning.llm_path ("" = the SmolLM2-135M-Instruct GGUF)."""
+    from rallrec_jax import assets
+    from rallrec_jax.llm import weights
+
+    r = config.reasoning
+    path = r.llm_path or str(assets.smollm2_gguf())
+    model = weights.load(path, mesh, param_dtype=r.param_dtype, dtype=r.dtype)
+    return model, tok_lib.load_tokenizer(r.tokenizer or path)
+
+
+def reason(config, workdir, *, data=None, histories: Mapping[str, ex_lib.HistoryFn] | None = None, model=None,
+           tokenizer=None, general_model=None, general_tokenizer=None, mesh=None,
+           stop_after_batches: int | None = None) -> dict:
+    """P_G (if a mode needs it or merging will), then the traces and scores of every mode in
+    reasoning.modes; resumable. `histories` adds retrieval orders (as `evaluate`); `model`/`tokenizer` are M_R,
+    `general_*` M_G (default: loaded from the config). Returns a summary with the seconds each part took."""
+    from rallrec_jax.data import prepare
+
+    r = config.reasoning
+    modes = tuple(r.modes)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise ValueError(f"reasoning.modes {bad} not in {MODES}")
+    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
+    data = prepare.prepare_data(config.data, workdir) if data is None else data
+    orders = {"simple": ex_lib.simple_history(data, config.evaluate.k_history)}
+    orders.update(histories or {})
+    if config.evaluate.order not in orders:
+        raise ValueError(f"evaluate.order {config.evaluate.order!r} has no history function (have {sorted(orders)})")
+    t0 = time.perf_counter()
+    general = general_predictions(config, workdir, data, histories=histories, model=general_model,
+                                  tokenizer=general_tokenizer, mesh=mesh)
+    summary = {"general": {"metrics": general["metrics"], "seconds": general["seconds"]},
+               "general_wall_seconds": time.perf_counter() - t0}
+    if model is None or tokenizer is None:
+        model, tokenizer = load_reasoning_model(config, None)
+    tools = make_tools(config, model, tokenizer, mesh)
+    for mode in modes:
+        t = time.perf_counter()
+        summary[mode] = run_traces(config, workdir, mode, data, model, tokenizer, general=general, histories=orders,
+                                   mesh=mesh, stop_after_batches=stop_after_batches, tools=tools)
+        summary[mode]["wall_seconds_this_run"] = time.perf_counter() - t
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- merge
+
+
+def load_mode(workdir, mode: str, n: int, score: str) -> dict:
+    """[N, K] trace probabilities, lengths and per-row seconds of one finished mode."""
+    if score not in SCORES:
+        raise ValueError(f"reasoning.score {score!r} is not one of {SCORES}")
+    path = _root(workdir) / mode / "traces.jsonl"
+    recs = read_records(path)
+    missing = [row for row in range(n) if row not in recs]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} of {n} rows (first {missing[:5]}); run reason first")
+    rows = [recs[row] for row in range(n)]
+    return {"preds": np.array([rec["scores"][score] for rec in rows], np.float64),  # [N, K]
+            "lengths": np.array([rec["lengths"] for rec in rows], np.float64),  # [N, K]
+            "labels": np.array([rec["label"] for rec in rows], np.int64),
+            "generate_seconds": np.array([rec["generate_seconds"] for rec in rows]),
+            "score_seconds": np.array([rec["score_seconds"] for rec in rows]),
+            "finished": float(np.mean([rec["finished"] for rec in rows]))}
+
+
+def _row(name: str, labels, probs, **extra) -> dict:
+    return {"model": name, **metrics.ctr_metrics(labels, probs), **extra}
+
+
+def merge_results(config, workdir) -> dict:
+    """Results rows, sweeps and figures from the files `reason` wrote (see the module docstring)."""
+    r = config.reasoning
+    root = _root(workdir)
+    meta_path = root / "general.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{meta_path} not found; run reason first")
+    gmeta = json.loads(meta_path.read_text())
+    p_g = np.load(root / "general.npy")
+    labels = np.asarray(gmeta["labels"], np.int64)
+    if r.merge_rows:  # the first rows only (e.g. what a still-running reason has finished)
+        if r.merge_rows > len(labels):
+            raise ValueError(f"reasoning.merge_rows={r.merge_rows} exceeds the {len(labels)} rows of general.json")
+        p_g, labels = p_g[: r.merge_rows], labels[: r.merge_rows]
+    n = len(labels)
+    rows = [_row("general (M_G)", labels, p_g, seconds=gmeta["seconds_per_sample"] * n,
+                 seconds_per_sample=gmeta["seconds_per_sample"])]
+    fig_dir = root / "figures"
+    figures, sweeps, modes = {}, {}, {}
+    for mode in tuple(r.modes):
+        m = load_mode(workdir, mode, n, r.score)
+        if not np.array_equal(m["labels"], labels):
+            raise ValueError(f"reasoning/{mode} labels differ from general.json: the rows do not match")
+        modes[mode] = m
+        mean_r, var_r = (np.asarray(x, np.float64) for x in merge.trace_stats(m["preds"]))
+        secs = float(m["generate_seconds"].sum() + m["score_seconds"].sum())
+        rows.append(_row(f"reasoning {'w/' if mode == 'hint' else 'w/o'} hint", labels, mean_r, K=m["preds"].shape[1],
+                         seconds=secs, seconds_per_sample=secs / n, mean_trace_tokens=float(m["lengths"].mean()),
+                         finished_fraction=m["finished"]))
+        mean_g, var_g = merge.general_stats(p_g.astype(np.float64), r.general_mean)
+        fused = np.asarray(merge.merge(mean_r, var_r, mean_g, var_g, r.alpha, r.epsilon))
+        name = "merged (RALLRec+)" if mode == "hint" else "merged plain traces (w/o KP, w/ CM)"
+        rows.append(_row(name, labels, fused, alpha=r.alpha, epsilon=r.epsilon, K=m["preds"].shape[1],
+                         seconds=secs + gmeta["seconds_per_sample"] * n))
+        figures[f"{mode}_length"] = analysis.accuracy_by_length(labels, m["preds"], m["lengths"],
+                                                                min(r.length_groups, m["preds"].size))
+        figures[f"{mode}_variance"] = analysis.accuracy_vs_variance(labels, m["preds"], min(r.variance_window, n))
+        sweeps[f"{mode}_alpha"] = analysis.alpha_sweep(labels, m["preds"], p_g, r.alphas, r.epsilon, r.general_mean)
+        sweeps[f"{mode}_epsilon"] = analysis.epsilon_sweep(labels, m["preds"], p_g, r.epsilons, r.alpha,
+                                                           r.general_mean)
+    latency_mode = "hint" if "hint" in modes else next(iter(modes), None)
+    if latency_mode is not None:
+        m = modes[latency_mode]
+        k = m["preds"].shape[1]
+        per_response = m["generate_seconds"] / k  # sampled together: a row's K traces share one call
+        general_per_sample = np.full(n, gmeta["seconds_per_sample"])
+        figures["latency"] = analysis.latency_comparison({config.data.name: (general_per_sample, per_response)})
+    saved = {}
+    if jax.process_index() == 0:
+        for name, numbers in {**figures, **sweeps}.items():
+            saved[name] = analysis.save_figure(numbers, str(fig_dir / f"{name}.png"))[0]
+    result = {"rows": rows, "n": n, "score": r.score, "general_mean": r.general_mean, "sweeps": sweeps,
+              "figures": saved, "general_settings": gmeta["settings"],
+              "latency": figures.get("latency")}
+    if jax.process_index() == 0:
+        _atomic_text(root / "results.json", json.dumps(result, indent=1, default=str))
+        _atomic_text(root / "results.md", results_table(rows))
+    return result
+
+
+def results_table(rows) -> str:
+    """Markdown table of the results rows: AUC / LogLoss / ACC, K and seconds."""
+    lines = ["| model | AUC | LogLoss | ACC | K | seconds |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['auc']:.4f} | {row['logloss']:.4f} | {row['acc']:.4f} | "
+                     f"{row.get('K', '-')} | {row.get('seconds', float('nan')):.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""Reasoning traces: knowledge-injected prompts, K sampled traces per sample, and each trace's P(Yes).
+
+Prompt (paper-spec 3.4). The reasoning model M_R sees the CTR prompt text, optionally followed by the
+knowledge hint built from the general model's P_G (`hints.knowledge_hint`), in its own chat template:
+
+  * clean (default): system "", user = prompt + HINT, `add_generation_prompt=True`, and the assistant
+    turn opens with THINK_OPEN = "<think>\\n" (what the R1-distill templates emit themselves; when the
+    template already ends with "<think>" nothing is added twice);
+  * `official=True`: the released `inf_KP.py` string, system "", user = prompt + HINT + "\\n<think>",
+    *without* the generation prompt (spec 6.4, bug 10), kept to reproduce the published runs.
+
+No hint (HINT = "") gives the plain prompt of Tables 2/3.
+
+Traces. K traces per prompt come from the jitted `Sampler`, which prefills each prompt once and repeats
+its KV cache K times. `think_segment` follows the official code: split the generated text on "</think>"
+and keep the longest segment (the reasoning is normally the long part; a trace that never closes its
+think block is kept whole).
+
+Trace scoring (clean version). The trace is teacher-forced into the assistant turn of the *plain*
+prompt (no hint, as the official scorer) and P(Yes) is read at the answer position:
+
+    chat(system "", user = prompt, add_generation_prompt=True) + THINK_OPEN + segment + "</think>\\n\\n"
+
+THINK_OPEN is the exact text the generation prompt ended with, so the scored text is the model's own
+continuation; the logits at its last token give P(Yes) = softmax over the Yes/No logits (or, with
+`double_softmax`, the official softmax over the two full-vocabulary probabilities). The official
+scorer instead put the trace into the *user* turn and sampled two tokens; that is not reproduced.
+`extract_probability` is the official text parser (1 / 0 / 0.5), an option only: hard 0/1 outputs
+cannot give calibrated log-losses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from rallrec_jax.llm import tokenizer as tok_lib
+from rallrec_jax.llm.sampler import Sampler
+from rallrec_jax.llm.scoring import Scorer, yes_probability_from_logits
+
+THINK_OPEN = "<think>\n"
+THINK_CLOSE = "</think>"
+ANSWER_GAP = "\n\n"  # between "</think>" and the answer, as R1-distill models write it
+
+
+def _chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    if tokenizer.chat_template is None:
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no chat template")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_opening(tokenizer, user: str) -> str:
+    """Chat-templated [system "", user] with the generation prompt, ending in THINK_OPEN (added only when the
+    template does not already open the think block itself, as newer R1-distill templates do)."""
+    text = _chat(tokenizer, [{"role": "system", "content": ""}, {"role": "user", "content": user}], True)
+    if text.rstrip().endswith("<think>"):
+        return text if text.endswith("\n") else text + "\n"
+    return text + THINK_OPEN
+
+
+def reasoning_prompt(tokenizer, prompt_text: str, hint: str = "", official: bool = False) -> str:
+    """The reasoning model's input text for one sample: CTR prompt + hint ("" = plain prompt)."""
+    if not prompt_text:
+        raise ValueError("prompt_text is empty")
+    if official:  # inf_KP.py: "<think>" inside the user turn, no generation prompt (spec 6.4, bug 10).
+        return _chat(tokenizer, [{"role": "system", "content": ""},
+                                 {"role": "user", "content": prompt_text + hint + "\n<think>"}], False)
+    return assistant_opening(tokenizer, prompt_text + hint)
+
+
+def think_segment(text: str) -> str:
+    """The official trace extraction: split on "</think>", keep the longest segment (first on ties)."""
+    parts = text.split(THINK_CLOSE)
+    return max(parts, key=len)
+
+
+def scoring_text(tokenizer, prompt_text: str, segment: str) -> str:
+    """The teacher-forced text whose next token is the answer: plain prompt + think block + gap."""
+    return assistant_opening(tokenizer, prompt_text) + segment + THINK_CLOSE + ANSWER_GAP
+
+
+_YES = re.compile(r"\byes\b")
+_NO = re.compile(r"\bno\b")
+
+
+def extract_probability(text: str) -> float:
+    """The official string parser: 1.0 if "yes" is in the answer after the last "</think>", 0.0 if "no",
+    else the same test on the last 20 characters, else 0.5. Words are matched whole ("not" is no "no")."""
+    low = text.lower()
+    candidates = []
+    if THINK_CLOSE in low:
+        candidates.append(low.rsplit(THINK_CLOSE, 1)[1])
+    candidates.append(low[-20:])
+    for part in candidates:
+        if _YES.search(part):
+            return 1.0
+        if _NO.search(part):
+            return 0.0
+    return 0.5
+
+
+@dataclasses.dataclass
+class Trace:
+    text: str  # decoded generation (special tokens skipped), EOS excluded
+    length: int  # generated tokens, the stop token excluded
+    finished: bool  # stopped at EOS (else ran into max_new_tokens)
+
+
+class TraceGenerator:
+    """K traces per prompt text with one shared prefill per prompt."""
+
+    def __init__(self, model, tokenizer, mesh=None, extra_eos: Sequence[int] = ()):
+        self.tokenizer = tokenizer
+        self.eos = tok_lib.eos_ids(tokenizer, extra_eos)
+        self.sampler = Sampler(model, self.eos, int(tokenizer.pad_token_id), mesh)
+
+    def generate(self, prompt_texts: Sequence[str], num_samples: int, max_new_tokens: int, temperature: float,
+                 top_p: float, top_k: int, seed: int) -> list[list[Trace]]:
+        """[P] texts -> [P][K] traces. One sampler call: the result depends on (texts, seed) only."""
+        ids = tok_lib.encode(self.tokenizer, prompt_texts)
+        out = self.sampler(ids, max_new_tokens, num_samples=num_samples, temperature=temperature, top_p=top_p,
+                           top_k=top_k, seed=seed)
+        result = []
+        for p, rows in enumerate(out.tokens):
+            traces = []
+            for k, toks in enumerate(rows):
+                body = [t for t in toks if t not in self.eos]
+                text = self.tokenizer.decode(body, skip_special_tokens=True)
+                traces.append(Trace(text, len(body), bool(out.finished[p, k])))
+            result.append(traces)
+        return result
+
+
+class TraceScorer:
+    """P(Yes) of traces teacher-forced into the plain prompt's assistant turn."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, mesh=None, min_bucket: int = 16):
+        self.tokenizer = tokenizer
+        self.yes_no = tok_lib.yes_no_ids(tokenizer)
+        self.scorer = Scorer(model, int(tokenizer.pad_token_id), batch_size=batch_size, mesh=mesh,
+                             min_bucket=min_bucket)
+
+    def score(self, prompt_texts: Sequence[str], traces: Sequence[str]) -> dict[str, np.ndarray]:
+        """Aligned lists (one prompt text per trace) -> {"softmax", "double_softmax", "text"} [N] each."""
+        if len(prompt_texts) != len(traces):
+            raise ValueError(f"{len(prompt_texts)} prompt texts for {len(traces)} traces")
+        texts = [scoring_text(self.tokenizer, p, think_segment(t)) for p, t in zip(prompt_texts, traces)]
+        logits = self.scorer.next_token_logits(tok_lib.encode(self.tokenizer, texts))  # [N, V]
+        yes, no = self.yes_no
+        return {
+            "softmax": np.asarray(yes_probability_from_logits(logits, yes, no, False)),
+            "double_softmax": np.asarray(yes_probability_from_logits(logits, yes, no, True)),
+            "text": np.array([extract_probability(t) for t in traces], np.float64),
+        }

@@ -1,0 +1,249 @@
+"""The retrieval stage end to end: item texts -> embeddings -> per-sample ordered histories.
+
+Artifacts live under `workdir/retrieval/`, each written atomically beside a fingerprint of the
+settings that made it; a later run reuses what matches and redoes what does not:
+
+    descriptions.jsonl     LLM item descriptions (resumable per item)
+    e_title.npy, e_desc.npy  mean-pooled text embeddings [I, D]
+    lightgcn/              checkpoints (resumable), item_emb.npy, user_emb.npy, metrics.json
+    e_ssl.npy              projected text embeddings [I, d_colla]
+    retrieved/<split>_<kind>_<order>_<n>.npz   ordered history items and ratings per sample
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from rallrec_jax.data.ctr import CTRData
+from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
+
+# The official LightGCN graph per data set (spec 1.2-1.4): drop each user's last rating when the user
+# has more than N ratings (MovieLens: only if that item occurs more than once).
+OFFICIAL_GRAPH = {"movielens": (10, True), "amazon": (5, False), "bookcrossing": (5, False)}
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _array_fingerprint(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16] + str(array.shape)
+
+
+def _as_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _save_npy(path: pathlib.Path, array: np.ndarray, fingerprint: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side.with_name(f".{side.name}.tmp").write_text(json.dumps({"fingerprint": fingerprint}))
+    os.replace(side.with_name(f".{side.name}.tmp"), side)
+
+
+def cached_array(path: pathlib.Path, fingerprint: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Loads `path` if its sidecar fingerprint matches, else computes and saves it (atomically)."""
+    side = path.with_suffix(".json")
+    if path.is_file() and side.is_file():
+        try:
+            if json.loads(side.read_text()).get("fingerprint") == fingerprint:
+                return np.load(path)
+        except (ValueError, OSError) as exc:
+            logging.warning("retrieval: %s unreadable (%s); computing it again", path, exc)
+    array = np.asarray(compute())
+    _save_npy(path, array, fingerprint)
+    return array
+
+
+class RetrievalStage:
+    """Holds a prepared data set and the retrieval config; computes (or reuses) each artifact."""
+
+    def __init__(self, data: CTRData, config: Mapping, workdir: str | os.PathLike,
+                 tools: text_embed.TextTools | None = None, mesh=None):
+        self.data = data
+        self.config = _as_dict(config)
+        self.root = pathlib.Path(workdir).resolve() / "retrieval"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tools = tools
+        self.mesh = mesh
+        self.base = {"data": data.fingerprint()}
+
+    @property
+    def tools(self) -> text_embed.TextTools:
+        if self._tools is None:
+            c = self.config
+            self._tools = text_embed.load_text_tools(c["llm_path"] or None, self.mesh, c["embed_batch_size"])
+        return self._tools
+
+    # ---- item texts ---------------------------------------------------------------------------
+    def descriptions(self) -> list[str]:
+        c = self.config
+        fp = _fingerprint({**self.base, "llm": c["llm_path"], "tokens": c["description_max_new_tokens"],
+                           "t": c["description_temperature"], "p": c["description_top_p"],
+                           "seed": c["description_seed"]})
+        path = self.root / f"descriptions_{fp}.jsonl"
+        gen = text_embed.generate_fn(self.tools, c["description_max_new_tokens"], c["description_temperature"],
+                                     c["description_top_p"], c["description_seed"])
+        return descriptions.describe_items(self.data, gen, path, c["description_batch_size"])
+
+    def text_embeddings(self) -> np.ndarray:
+        """e_text: [e_title || e_desc] (paper) or e_desc (official); title alone without descriptions."""
+        c = self.config
+        fp_model = {**self.base, "llm": c["llm_path"]}
+        title = cached_array(self.root / "e_title.npy", _fingerprint(fp_model),
+                             lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data)))
+        if not c["use_descriptions"]:
+            return title
+        texts = self.descriptions()
+        desc = cached_array(self.root / "e_desc.npy", _fingerprint({**fp_model, "texts": _fingerprint(texts)}),
+                            lambda: text_embed.embed_texts(self.tools, texts))
+        return descriptions.text_embeddings(title, desc, c["text_mode"])
+
+    # ---- collaborative ------------------------------------------------------------------------
+    def graph_interactions(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.config["graph"] == "official":
+            family = next(k for k in OFFICIAL_GRAPH if self.data.name.startswith(k))
+            users, items, _ = self.data.official_graph_interactions(*OFFICIAL_GRAPH[family])
+        elif self.config["graph"] == "train":
+            users, items, _ = self.data.training_interactions()
+        else:
+            raise ValueError(f"retrieval.graph={self.config['graph']!r} is neither 'train' nor 'official'")
+        return users, items
+
+    def lightgcn_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user_emb [U, d], item_emb [I, d]) of LightGCN trained on the configured graph (resumable)."""
+        c = self.config
+        fp = _fingerprint({**self.base, "graph": c["graph"], "lightgcn": _as_dict(c["lightgcn"])})
+        folder = self.root / f"lightgcn_{fp}"
+        trained: dict[str, np.ndarray] = {}
+
+        def train(part: str):
+            if not trained:
+                users, items = self.graph_interactions()
+                result = lightgcn.train_lightgcn(users, items, self.data.num_users, self.data.num_items,
+                                                 _as_dict(c["lightgcn"]), workdir=str(folder), mesh=self.mesh)
+                trained.update(user=result.user_emb, item=result.item_emb)
+            return trained[part]
+
+        user = cached_array(folder / "user_emb.npy", fp, lambda: train("user"))
+        item = cached_array(folder / "item_emb.npy", fp, lambda: train("item"))
+        return user, item
+
+    def collaborative_embeddings(self) -> np.ndarray:
+        return self.lightgcn_embeddings()[1]
+
+    def ssl_embeddings(self, text: np.ndarray, colla: np.ndarray) -> np.ndarray:
+        c = self.config
+        fp = _fingerprint({"text": _array_fingerprint(text), "colla": _array_fingerprint(colla),
+                           "ssl": _as_dict(c["ssl"])})
+        return cached_array(self.root / "e_ssl.npy", fp,
+                            lambda: ssl.train_ssl(text, colla, _as_dict(c["ssl"]), mesh=self.mesh).ssl_emb)
+
+    # ---- similarity and retrieval -------------------------------------------------------------
+    def similarity(self, kind: str | None = None) -> mix.ItemSimilarity:
+        c = self.config
+        kind = kind or c["kind"]
+        text = self.text_embeddings() if kind in ("text", "mix", "mix3", "hybrid") else None
+        colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3", "hybrid") else None
+        ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
+        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"])
+
+    def retrieve(self, split: str, indices: Sequence[int], order: str | None = None,
+                 kind: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Ordered (item indices, ratings) for the samples `indices` of `split`; cached per request."""
+        c = self.config
+        order, kind = order or c["order"], kind or c["kind"]
+        indices = [int(i) for i in indices]
+        rcfg = retrieve.RetrievalConfig(k_history=c["k_history"], order=order, gamma=c["gamma"], beta=c["beta"],
+                                        official_variant=_official_variant(self.data.name))
+        fp = _fingerprint({**self.base, "retrieval": {k: v for k, v in c.items() if k not in ("lightgcn", "ssl")},
+                           "lightgcn": _as_dict(c["lightgcn"]), "ssl": _as_dict(c["ssl"]), "order": order,
+                           "kind": kind, "indices": _fingerprint(indices)})
+        path = self.root / "retrieved" / f"{split}_{kind}_{order}_{len(indices)}_{fp}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                return _unflatten(z["items"], z["ratings"], z["counts"])
+        similarity = None if order == "simple" else self.similarity(kind)
+        hist = [self.data.history(split, i) for i in indices]
+        targets = self.data.samples[split]["item"][indices]
+        out = retrieve.retrieve_samples([h["item"] for h in hist], [h["rating"] for h in hist], targets,
+                                        similarity, rcfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        counts = np.array([len(x[0]) for x in out], np.int32)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, items=np.concatenate([x[0] for x in out]) if out else np.zeros(0, np.int32),
+                 ratings=np.concatenate([x[1] for x in out]) if out else np.zeros(0, np.int32), counts=counts)
+        os.replace(tmp, path)
+        return out
+
+
+def _official_variant(name: str) -> str:
+    return "bx" if name == "bookcrossing" else "amazon" if name == "amazon" else "ml"
+
+
+def _unflatten(items: np.ndarray, ratings: np.ndarray, counts: np.ndarray):
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [(items[a:b], ratings[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+# ---- library entry points (the experiments' mains and the notebook call these) ------------------------
+
+
+def heldout_pairs(data: CTRData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) of the split's positive targets: what LightGCN should rank high."""
+    s = data.samples[split]
+    keep = s["label"] == 1
+    return s["user"][keep], s["item"][keep]
+
+
+def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: int = 20) -> dict:
+    """Recall@K / NDCG@K of the stage's LightGCN on a split's liked targets, beside a popularity baseline."""
+    train_pairs = stage.graph_interactions()
+    eval_pairs = heldout_pairs(stage.data, split)
+    user_emb, item_emb = stage.lightgcn_embeddings()
+    ours = lightgcn.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
+    popular = lightgcn.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
+    return {"split": split, "k": k, "lightgcn": ours, "popularity": popular}
+
+
+def eval_indices(data: CTRData, eval_size: int) -> list[int]:
+    """The evaluated test rows: the first `eval_size` (the official 10,000), all when 0."""
+    n = data.num_samples("test")
+    return list(range(n if not eval_size else min(eval_size, n)))
+
+
+def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.TextTools | None = None) -> dict:
+    """One retrieval step from a full config (`config.data`, `config.retrieval`, `config.eval_size`):
+    `lightgcn` trains and evaluates LightGCN; `ssl` aligns text to it; `retrieve` orders the evaluated
+    test rows' histories. Returns a JSON-able summary (also printed by the experiments)."""
+    from rallrec_jax.data import prepare  # data is below retrieval: a downward import
+
+    data = prepare.prepare_data(config.data, workdir)
+    stage = RetrievalStage(data, config.retrieval, workdir, tools=tools)
+    if step == "lightgcn":
+        return {"step": step, **{s: evaluate_collaborative(stage, s) for s in ("validation", "test")}}
+    if step == "ssl":
+        text, colla = stage.text_embeddings(), stage.collaborative_embeddings()
+        e_ssl = stage.ssl_embeddings(text, colla)
+        valid = np.linalg.norm(colla, axis=1) > 0
+        unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        cos = (unit(e_ssl[valid]) * unit(colla[valid])).sum(axis=1)
+        return {"step": step, "items": int(valid.sum()), "mean_cos_to_own_colla": float(cos.mean()),
+                "mean_cos_to_shuffled_colla": float((unit(e_ssl[valid]) * np.roll(unit(colla[valid]), 1, 0))
+                                                    .sum(axis=1).mean())}
+    if step == "retrieve":
+        indices = eval_indices(data, config.eval_size)
+        out = stage.retrieve("test", indices)
+        lengths = np.array([len(x[0]) for x in out])
+        return {"step": step, "samples": len(out), "order": config.retrieval.order, "kind": config.retrieval.kind,
+                "mean_items": float(lengths.mean()) if len(out) else 0.0}
+    raise ValueError(f"retrieval step {step!r} is not one of lightgcn, ssl, retrieve")

@@ -1,0 +1,104 @@
+"""The retrieval stage end to end on real samples, with a tiny random decoder behind the real tokenizer."""
+import numpy as np
+import pytest
+
+from configs import base_retrieval
+from configs import test as test_config
+from rallrec_jax import assets
+from rallrec_jax.data import prepare
+from rallrec_jax.llm import sampler as sampler_lib
+from rallrec_jax.llm import scoring, tokenizer as tok_lib
+from rallrec_jax.llm.config import LlmConfig
+from rallrec_jax.llm.model import create_model
+from rallrec_jax.retrieval import stage as stage_lib
+from rallrec_jax.retrieval import text_embed
+
+
+@pytest.fixture(scope="module")
+def tools():
+    tokenizer = tok_lib.load_tokenizer(assets.smollm2_gguf())
+    cfg = LlmConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                    num_kv_heads=1, head_dim=8, max_position_embeddings=2048)
+    model = create_model(cfg, seed=0)
+    pad = int(tokenizer.pad_token_id)
+    return text_embed.TextTools(tokenizer, scoring.Scorer(model, pad, batch_size=32, padding_side="right"),
+                                sampler_lib.Sampler(model, tok_lib.eos_ids(tokenizer), pad))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    config = test_config.get_config().data
+    config.build_tfds = False
+    return prepare.prepare_data(config, tmp_path_factory.mktemp("work"))
+
+
+def _config():
+    c = base_retrieval.retrieval_config()
+    c.description_max_new_tokens = 4
+    c.description_batch_size = 64
+    c.embed_batch_size = 32
+    c.lightgcn.epochs = 2
+    c.lightgcn.batch_size = 256
+    c.ssl.epochs = 3
+    c.k_history = 5
+    return c
+
+
+def test_stage_retrieves_from_history_and_reuses_artifacts(data, tools, tmp_path):
+    config = _config()
+    stage = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    indices = list(range(data.num_samples("test")))
+    out = stage.retrieve("test", indices, "rerank")
+    for i, (items, ratings) in zip(indices, out):
+        hist = data.history("test", i)
+        target = data.samples["test"]["item"][i]
+        assert 0 < len(items) <= 5 and target not in items
+        assert set(items.tolist()) <= set(hist["item"].tolist())
+        for item, rating in zip(items, ratings):  # each item keeps its last rating in the history
+            assert rating == hist["rating"][np.flatnonzero(hist["item"] == item)[-1]]
+    text = stage.text_embeddings()
+    assert text.shape == (data.num_items, 32)  # [e_title || e_desc], 16 each
+    assert len(stage.descriptions()) == data.num_items
+
+    # A second stage over the same workdir reuses everything (no file rewritten: no generation, no training).
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "retrieval").rglob("*") if p.is_file()}
+    again = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    out2 = again.retrieve("test", indices, "rerank")
+    again.retrieve("test", indices, "high")
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(out, out2))
+    for p, t in files.items():
+        assert p.stat().st_mtime_ns == t, p
+
+    # A changed LightGCN setting retrains LightGCN but leaves the text embeddings alone.
+    config.lightgcn.epochs = 3
+    changed = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    changed.collaborative_embeddings()
+    assert (tmp_path / "retrieval" / "e_title.npy").stat().st_mtime_ns == files[tmp_path / "retrieval" / "e_title.npy"]
+    assert len(list((tmp_path / "retrieval").glob("lightgcn_*"))) == 2
+
+
+def test_official_graph_reaches_further_than_training(data, tools, tmp_path):
+    config = _config()
+    config.graph = "official"
+    official = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).graph_interactions()
+    config.graph = "train"
+    train = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).graph_interactions()
+    assert len(official[0]) > len(train[0])
+    config.graph = "everything"
+    with pytest.raises(ValueError, match="neither 'train' nor 'official'"):
+        stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).graph_interactions()
+
+
+def test_embed_texts_rejects_over_long_text(tools):
+    with pytest.raises(ValueError, match="over max_tokens=4"):
+        text_embed.embed_texts(tools, ["a b c d e f g h"], max_tokens=4)
+
+
+def test_collaborative_evaluation_reports_both_models(data, tools, tmp_path):
+    config = _config()
+    stage = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    report = stage_lib.evaluate_collaborative(stage, "validation", k=10)
+    for model in ("lightgcn", "popularity"):
+        assert 0.0 <= report[model]["recall@10"] <= 1.0 and 0.0 <= report[model]["ndcg@10"] <= 1.0
+    users, items = stage_lib.heldout_pairs(data, "validation")
+    assert len(users) == int(data.samples["validation"]["label"].sum())
