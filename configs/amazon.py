@@ -3,7 +3,7 @@ with unknown category dropped, iterative core users 11..200 / items 10..200, top
 history >= 5, global temporal 8:1:1, label rating > 3."""
 import ml_collections
 
-from configs import base_data
+from configs import base_data, base_generation
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -15,4 +15,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.item_core_min, config.data.item_core_max = 10, 200
     config.data.top_items = 5000
     config.eval_size = 10000
+    base_generation.add_generation(config, sample_size=8192)
     return config

@@ -7,7 +7,7 @@ import pathlib
 
 import ml_collections
 
-from configs import base_data
+from configs import base_data, base_generation
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,4 +24,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.item_core_min = 2
     config.data.tfds_max_history = 20
     config.eval_size = 100
+    # Generation: small enough for tests (tests pass a tiny random model; the real one is SmolLM2).
+    base_generation.add_generation(config, sample_size=64)
+    config.finetune.k_history = 5
+    config.finetune.max_prompt_tokens = 512
+    config.finetune.effective_batch = 16
+    config.finetune.micro_batch = 8
+    config.finetune.epochs = 1
+    config.finetune.eval_size = 16
+    config.finetune.progress = False
+    config.evaluate.k_history = 5
+    config.evaluate.max_prompt_tokens = 512
     return config

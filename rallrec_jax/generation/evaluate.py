@@ -1,0 +1,122 @@
+"""P_G: the general LLM's click probability for every sample of a split, and its CTR metrics (paper-spec 3.3).
+
+P(Yes) is read at the answer position (right after the chat-templated prompt): softmax over the Yes/No logits
+(ids from `tokenizer.yes_no_ids`, never hard-coded), or with `double_softmax` the official code's softmax over
+the two full-vocabulary probabilities, which bounds P to [0.269, 0.731] and reproduces the published LogLoss.
+Prompts are scored in length-sorted, length-bucketed batches by the LLM core's `Scorer`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.llm import lora as lora_lib
+from rallrec_jax.llm import tokenizer as tok_lib
+from rallrec_jax.llm.model import Llm, shard_model
+from rallrec_jax.llm.scoring import Scorer
+
+
+def score_examples(model: Llm, tokenizer, examples: Sequence[ex_lib.Example], *, batch_size: int = 8,
+                   double_softmax: bool = False, mesh: Mesh | None = None, min_bucket: int = 16) -> np.ndarray:
+    """[N] P(Yes) of each example's prompt (answer ids, if any, are ignored)."""
+    if not examples:
+        raise ValueError("no examples to score")
+    yes, no = tok_lib.yes_no_ids(tokenizer)
+    scorer = Scorer(model, pad_id=int(tokenizer.pad_token_id), batch_size=batch_size, mesh=mesh,
+                    min_bucket=min_bucket)
+    return scorer.yes_probability([list(e.prompt_ids) for e in examples], yes, no, double_softmax=double_softmax)
+
+
+def attach_adapters(model: Llm, lora_cfg: lora_lib.LoraConfig, directory: str | os.PathLike,
+                    merge: bool = True) -> int:
+    """Adds LoRA layers of `lora_cfg` to `model`, loads the adapters saved under `directory` (latest step),
+    and (by default) folds them into the base kernels for inference. Returns the restored step."""
+    path = checkpoint.absolute(directory)
+    if checkpoint.latest_step(path) is None:
+        raise ValueError(f"no saved adapters under {path}")
+    lora_lib.apply_lora(model, lora_cfg, rngs=nnx.Rngs(0))
+    step = checkpoint.restore_adapters(path, model)
+    if merge:
+        lora_lib.merge_lora(model)
+    return step
+
+
+def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adapters: str | None) -> pathlib.Path | None:
+    """"" / None = zero-shot; "best" = this config's finetune run's best adapters; else a folder."""
+    if not adapters:
+        return None
+    if adapters == "best":
+        from rallrec_jax.generation.finetune import run_dir
+
+        return run_dir(config, workdir) / "best"
+    return checkpoint.absolute(adapters)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adapters: str | None = None, *,
+             order: str | None = None, split: str | None = None, num_rows: int | None = None,
+             histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
+             tokenizer=None, mesh: Mesh | None = None, tag: str | None = None) -> dict:
+    """Scores the first `num_rows` (default `config.eval_size`; 0 = all) rows of `split` (default
+    config.evaluate.split) with the history `order` and returns {"metrics", "probabilities", "labels", ...};
+    writes `workdir/evaluate/<tag>.json` and `<tag>.npy` (P(Yes) per row).
+
+    `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
+    (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
+    from rallrec_jax.data import prepare
+    from rallrec_jax.generation.finetune import load_base, lora_config
+
+    e = config.evaluate
+    order = order or e.order
+    split = split or e.split
+    adapters = e.adapters if adapters is None else adapters
+    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
+    data = prepare.prepare_data(config.data, workdir) if data is None else data
+    if model is None or tokenizer is None:
+        loaded, loaded_tok = load_base(config, mesh if model is None else None)
+        model = loaded if model is None else model
+        tokenizer = loaded_tok if tokenizer is None else tokenizer
+    orders = {"simple": ex_lib.simple_history(data, e.k_history)}
+    orders.update(histories or {})
+    if order not in orders:
+        raise ValueError(f"evaluate.order {order!r} has no history function (have {sorted(orders)}); "
+                         "retrieval orders come from the retrieval stage")
+    total = data.num_samples(split)
+    n = config.eval_size if num_rows is None else num_rows
+    n = total if not n else min(int(n), total)
+    if n == 0:
+        raise ValueError(f"split {split!r} of {data.name} has no samples")
+    folder = adapters_dir(config, workdir, adapters)
+    step = None
+    if folder is not None:
+        step = attach_adapters(model, lora_config(config.lora), folder)
+    shard_model(model, mesh)
+    builder = ex_lib.ExampleBuilder(data, tokenizer, e.max_prompt_tokens or None)
+    exs = ex_lib.build_examples(builder, split, range(n), orders, [order], with_answer=False)
+    probs = score_examples(model, tokenizer, exs, batch_size=e.batch_size, double_softmax=e.double_softmax,
+                           mesh=mesh, min_bucket=e.min_bucket)
+    labels = np.array([x.label for x in exs], np.int64)
+    result = {"metrics": metrics.ctr_metrics(labels, probs), "rows": n, "split": split, "order": order,
+              "k_history": e.k_history, "double_softmax": bool(e.double_softmax),
+              "adapters": None if folder is None else str(folder), "adapter_step": step,
+              "prompts": ex_lib.dropped_report(exs), "positive_rate": float(labels.mean())}
+    tag = tag or f"{split}_{order}_{'zeroshot' if folder is None else 'tuned'}"
+    if jax.process_index() == 0:
+        out = checkpoint.absolute(workdir) / "evaluate"
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / f"{tag}.npy", probs)
+        tmp = out / f"{tag}.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, out / f"{tag}.json")
+    logging.info("evaluate %s: %s", tag, result["metrics"])
+    return {**result, "probabilities": probs, "labels": labels}

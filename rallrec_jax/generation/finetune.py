@@ -1,0 +1,604 @@
+"""LoRA instruction tuning of the general LLM M_G (paper-spec 3.2), sharded over a (data, fsdp, tensor) mesh.
+
+Recipe (official `finetune.py`): LoRA r=8, alpha=16, dropout 0.05 on q_proj and v_proj; loss = mean
+cross-entropy over the answer tokens only; AdamW (0.9, 0.999), eps 1e-8, weight decay 0, lr 5e-4 decaying
+linearly to 0, no warm-up; effective batch 256; early stopping (patience 5) with the best adapters kept.
+Deviation (spec 6.4 bug 7): early stopping reads the VALIDATION split, never test.
+
+Gradient accumulation happens inside ONE jitted step: the effective batch [E, L] arrives sharded over the
+data axes, is viewed as [n_micro, micro, L] (rows interleaved so that every micro-batch stays spread over
+all data-parallel devices, no communication) and `lax.scan` sums per-micro-batch gradients of the summed
+answer cross-entropy; the sum is divided by the number of answer tokens of the whole effective batch. The
+update therefore equals a single pass over E rows whatever the micro-batch size or the mesh, and the whole
+step (forward, backward, accumulation, AdamW) is one XLA program with explicit in/out shardings and a donated
+train state (LoRA params + optimizer state; the frozen base is an input, never copied).
+
+The loss needs logits at the answer positions only: the decoder's final hidden states are gathered at the
+A positions that predict answer tokens and only those go through the vocab head ([B, A, V], not [B, L, V]).
+
+Determinism and resumption: the data order is a permutation per (seed, epoch); every micro-batch's dropout
+key is fold_in(seed, step, micro) and set into the model's RNG streams inside the step, so a run resumed from
+a checkpoint (LoRA + optimizer state + step + early-stopping state, orbax, absolute paths) replays exactly
+the same updates as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax.data import batching
+from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.llm import lora as lora_lib
+from rallrec_jax.llm.model import Llm, param_shardings, positions_from_mask, shard_model
+from rallrec_jax.llm.tokenizer import bucket_length
+
+BATCH_KEYS = ("tokens", "mask", "ans_pos", "ans_tok", "ans_w")
+
+
+# ----------------------------------------------------------------------------- batches and loss
+def answer_length(examples: Sequence[ex_lib.Example]) -> int:
+    """A: the most answer tokens of any example (fixed per run so the step compiles once per bucket)."""
+    n = max((len(e.answer_ids) for e in examples), default=0)
+    if n == 0:
+        raise ValueError("no example has answer tokens: training examples need with_answer=True")
+    return n
+
+
+def make_batch(examples: Sequence[ex_lib.Example | None], length: int, answer_len: int, pad_id: int
+               ) -> dict[str, np.ndarray]:
+    """Right-padded tokens [B, L] and mask [B, L]; `ans_pos` [B, A] = positions whose next-token logits predict
+    answer token j (the prompt's last position + j); `ans_tok` [B, A] targets; `ans_w` [B, A] 1 on real answer
+    tokens, 0 on padding and on filler rows (None entries: they repeat a real row with zero weight)."""
+    real = [e for e in examples if e is not None]
+    if not real:
+        raise ValueError("a batch needs at least one example")
+    b = len(examples)
+    tokens = np.full((b, length), pad_id, np.int32)
+    mask = np.zeros((b, length), np.int32)
+    ans_pos = np.zeros((b, answer_len), np.int32)
+    ans_tok = np.zeros((b, answer_len), np.int32)
+    ans_w = np.zeros((b, answer_len), np.float32)
+    for i, e in enumerate(examples):
+        row = real[0] if e is None else e
+        seq = row.prompt_ids + row.answer_ids
+        if len(seq) > length:
+            raise ValueError(f"example {row.split}[{row.index}] has {len(seq)} tokens, more than the bucket {length}")
+        tokens[i, :len(seq)] = seq
+        mask[i, :len(seq)] = 1
+        p = len(row.prompt_ids)
+        a = len(row.answer_ids)
+        ans_pos[i, :a] = np.arange(p - 1, p - 1 + a)
+        ans_pos[i, a:] = p - 1
+        ans_tok[i, :a] = row.answer_ids
+        if e is not None:
+            ans_w[i, :a] = 1.0
+    return {"tokens": tokens, "mask": mask, "ans_pos": ans_pos, "ans_tok": ans_tok, "ans_w": ans_w}
+
+
+def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
+    """Summed weighted CE: sum_{b,a} w[b,a] * (logsumexp(logits[b,a]) - logits[b,a,targets[b,a]]).
+
+    logits [B, A, V] float32, targets [B, A] int, weights [B, A] -> scalar."""
+    logits = logits.astype(jnp.float32)
+    logz = jax.nn.logsumexp(logits, axis=-1)  # [B, A]
+    picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]  # [B, A]
+    return jnp.sum((logz - picked) * weights)
+
+
+def answer_logits(model: Llm, batch: Mapping[str, jax.Array]) -> jax.Array:
+    """Logits [B, A, V] at the positions predicting each answer token (head applied only there)."""
+    mask = batch["mask"]
+    hidden = model(batch["tokens"], positions_from_mask(mask), mask.astype(bool), return_hidden=True)  # [B, L, D]
+    h = jnp.take_along_axis(hidden, batch["ans_pos"][..., None].astype(jnp.int32), axis=1)  # [B, A, D]
+    return model.head(h)  # [B, A, V] float32
+
+
+def yes_probability(first_logits: jax.Array, yes_id: int, no_id: int, double_softmax: bool = False) -> jax.Array:
+    """[B, V] logits at the answer position -> P(Yes) [B] (spec 3.3; the double softmax is the official one)."""
+    from rallrec_jax.llm.scoring import yes_probability_from_logits
+
+    return yes_probability_from_logits(first_logits, yes_id, no_id, double_softmax)
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    learning_rate: float = 5e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    effective_batch: int = 256
+    micro_batch: int = 4
+    seed: int = 42
+    min_bucket: int = 16
+    eval_batch: int = 8
+    double_softmax: bool = False  # for the validation AUC of P(Yes)
+
+    def __post_init__(self):
+        for name in ("effective_batch", "micro_batch", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"finetune.{name}={getattr(self, name)} must be >= 1")
+        if self.effective_batch % self.micro_batch:
+            raise ValueError(f"finetune.effective_batch={self.effective_batch} is not a multiple of "
+                             f"finetune.micro_batch={self.micro_batch}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"finetune.learning_rate={self.learning_rate} must be > 0")
+
+    @property
+    def num_micro(self) -> int:
+        return self.effective_batch // self.micro_batch
+
+
+def lr_schedule(settings: TrainSettings, total_steps: int) -> optax.Schedule:
+    """Linear decay from lr to 0 over `total_steps`, no warm-up (HF `linear`)."""
+    return optax.linear_schedule(settings.learning_rate, 0.0, max(int(total_steps), 1))
+
+
+def optimizer(settings: TrainSettings, total_steps: int) -> optax.GradientTransformation:
+    """HF Trainer's AdamW (decoupled weight decay) on the linear schedule."""
+    return optax.adamw(lr_schedule(settings, total_steps), b1=settings.b1, b2=settings.b2, eps=settings.eps,
+                       weight_decay=settings.weight_decay)
+
+
+# ----------------------------------------------------------------------------- trainer
+def place_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
+    """Every variable into its logical sharding on `mesh`, in place. One process: `shard_model`. Several
+    processes: each holds the full host copy and builds the global array from its addressable shards
+    (`jax.device_put` cannot target another process's devices)."""
+    if jax.process_count() == 1:
+        return shard_model(model, mesh)
+    state = nnx.state(model)
+    shardings = param_shardings(state, mesh)
+
+    def put(x, sharding):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            raw = np.asarray(jax.random.key_data(x))
+            arr = jax.make_array_from_callback(raw.shape, sharding, lambda idx: raw[idx])
+            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    nnx.update(model, jax.tree.map(put, state, shardings))
+    return model
+
+
+def reseeded(rng_state: nnx.State, key: jax.Array) -> nnx.State:
+    """The model's RNG streams (dropout) with key_i = fold_in(key, i) and counts 0: a fresh, deterministic
+    draw for every micro-batch, independent of how many steps ran before (so resuming is exact)."""
+    leaves, treedef = jax.tree.flatten(rng_state)
+    new = [jax.random.fold_in(key, i) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else jnp.zeros_like(x)
+           for i, x in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, new)
+
+
+class Trainer:
+    """Holds the split model (LoRA params / frozen rest), the optimizer and the two jitted programs.
+
+    The train state is (lora, opt_state): the only things that change, donated to every step."""
+
+    def __init__(self, model: Llm, settings: TrainSettings, total_steps: int, mesh: Mesh,
+                 yes_no: tuple[int, int] | None = None):
+        if not jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
+            raise ValueError("the model has no LoRA adapters: call lora.apply_lora first")
+        self.settings, self.mesh, self.total_steps = settings, mesh, int(total_steps)
+        dp = parallel.data_parallel_size(mesh)
+        if settings.micro_batch % dp:
+            raise ValueError(f"finetune.micro_batch={settings.micro_batch} must be a multiple of the "
+                             f"{dp} data-parallel devices of the mesh {dict(mesh.shape)}")
+        if settings.eval_batch % dp:
+            raise ValueError(f"finetune.eval_batch={settings.eval_batch} must be a multiple of the "
+                             f"{dp} data-parallel devices of the mesh {dict(mesh.shape)}")
+        self.model = place_model(model, mesh)
+        self.yes_no = yes_no
+        model.train()
+        self.graphdef_train = nnx.graphdef(model)
+        model.eval()
+        self.graphdef_eval, lora, rngs, rest = nnx.split(model, nnx.LoRAParam, nnx.RngState, ...)
+        self.frozen = (rngs, rest)  # not trained: RNG stream state (re-keyed every micro-batch) and the base
+        self.lora_sharding = param_shardings(lora, mesh)
+        self.frozen_sharding = jax.tree.map(lambda x: x.sharding, self.frozen)
+        self.tx = optimizer(settings, total_steps)
+        self.schedule = lr_schedule(settings, total_steps)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        self.replicated = replicated
+        abstract_opt = jax.eval_shape(self.tx.init, lora)
+        self.opt_sharding = optax.tree_map_params(
+            self.tx, lambda _, s: s, abstract_opt, self.lora_sharding,
+            transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, nnx.Variable))
+        self._init_opt = jax.jit(self.tx.init, out_shardings=self.opt_sharding)
+        self.batch_sharding = {k: parallel.batch_sharding(mesh, 2) for k in BATCH_KEYS}
+        self._step = jax.jit(
+            self._train_step,
+            in_shardings=(self.lora_sharding, self.opt_sharding, self.frozen_sharding, self.batch_sharding,
+                          replicated),
+            out_shardings=(self.lora_sharding, self.opt_sharding, replicated),
+            donate_argnums=(0, 1))
+        self._eval = jax.jit(
+            self._eval_step,
+            in_shardings=(self.lora_sharding, self.frozen_sharding, self.batch_sharding),
+            out_shardings=parallel.batch_sharding(mesh, 2))
+        self._copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=self.lora_sharding)
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self) -> tuple[nnx.State, optax.OptState]:
+        # A copy: the step donates its train state, and the model's own arrays must stay valid.
+        lora = self._copy(nnx.state(self.model, nnx.LoRAParam))
+        return lora, self._init_opt(lora)
+
+    def abstract_state(self):
+        lora = jax.eval_shape(lambda: nnx.state(self.model, nnx.LoRAParam))
+        return lora, jax.eval_shape(self.tx.init, lora)
+
+    # ------------------------------------------------------------------ jitted bodies
+    def _loss_sum(self, lora, frozen, batch, key):
+        rngs, rest = frozen
+        model = nnx.merge(self.graphdef_train, lora, reseeded(rngs, key), rest)
+        logits = answer_logits(model, batch)  # [m, A, V]
+        return token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
+
+    def _train_step(self, lora, opt_state, frozen, batch, step):
+        s = self.settings
+        m, n = s.micro_batch, s.num_micro
+
+        def micro(x):  # [E, ...] -> [n, m, ...]; row r -> (r % n, r // n): each device's rows stay local
+            y = x.reshape((m, n) + x.shape[1:]).swapaxes(0, 1)
+            spec = parallel.named_sharding(self.mesh, (None, "batch") + (None,) * (y.ndim - 2))
+            return jax.lax.with_sharding_constraint(y, spec)
+
+        micro_batches = {k: micro(v) for k, v in batch.items()}
+        base = jax.random.fold_in(jax.random.key(s.seed), step)
+        grad_fn = jax.value_and_grad(self._loss_sum)
+
+        def body(carry, xs):
+            g_acc, ce_acc, w_acc = carry
+            mb, j = xs
+            ce, g = grad_fn(lora, frozen, mb, jax.random.fold_in(base, j))
+            return (jax.tree.map(jnp.add, g_acc, g), ce_acc + ce, w_acc + jnp.sum(mb["ans_w"])), None
+
+        zeros = jax.tree.map(jnp.zeros_like, lora)
+        (g, ce, w), _ = jax.lax.scan(body, (zeros, jnp.float32(0), jnp.float32(0)),
+                                     (micro_batches, jnp.arange(n)))
+        denom = jnp.maximum(w, 1.0)
+        g = jax.tree.map(lambda x: x / denom, g)
+        updates, opt_state = self.tx.update(g, opt_state, lora)
+        lora = optax.apply_updates(lora, updates)
+        stats = {"loss": ce / denom, "answer_tokens": w, "grad_norm": optax.global_norm(g)}
+        return lora, opt_state, stats
+
+    def _eval_step(self, lora, frozen, batch):
+        """Per row: [B, 3] = (summed answer CE, answer tokens, P(Yes) at the first answer position)."""
+        model = nnx.merge(self.graphdef_eval, lora, *frozen)
+        logits = answer_logits(model, batch)  # [B, A, V]
+        lz = jax.nn.logsumexp(logits, axis=-1)
+        picked = jnp.take_along_axis(logits, batch["ans_tok"][..., None], axis=-1)[..., 0]
+        ce = jnp.sum((lz - picked) * batch["ans_w"], axis=-1)  # [B]
+        w = jnp.sum(batch["ans_w"], axis=-1)
+        if self.yes_no is None:
+            p = jnp.full_like(ce, jnp.nan)
+        else:
+            p = yes_probability(logits[:, 0], self.yes_no[0], self.yes_no[1], self.settings.double_softmax)
+        return jnp.stack([ce, w, p], axis=-1)
+
+    # ------------------------------------------------------------------ host API
+    def put(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Process-local rows -> global arrays (each process feeds its slice of the global batch)."""
+        return batching.shard_batch(batch, self.mesh)
+
+    def step(self, lora, opt_state, batch: Mapping[str, np.ndarray], step: int):
+        return self._step(lora, opt_state, self.frozen, self.put(batch), jnp.int32(step))
+
+    def evaluate(self, lora, examples: Sequence[ex_lib.Example], answer_len: int, pad_id: int) -> dict:
+        """Validation answer loss and, with yes/no ids, P(Yes) metrics; batches sorted by length, bucketed."""
+        eb = self.settings.eval_batch
+        order = np.argsort([e.length for e in examples], kind="stable")
+        rows_out = []
+        procs, rank = jax.process_count(), jax.process_index()
+        for start in range(0, len(order), eb):
+            chunk: list = [examples[i] for i in order[start:start + eb]]
+            n = len(chunk)
+            chunk += [None] * (eb - n)
+            length = bucket_length(max(e.length for e in chunk if e is not None), self.settings.min_bucket)
+            batch = make_batch(chunk, length, answer_len, pad_id)
+            local = {k: v[rank * eb // procs:(rank + 1) * eb // procs] for k, v in batch.items()}
+            out = self._eval(lora, self.frozen, self.put(local))
+            rows_out.append(np.asarray(multihost_utils.process_allgather(out, tiled=True))[:n]
+                            if procs > 1 else np.asarray(out)[:n])
+        stacked = np.concatenate(rows_out)
+        result = np.empty_like(stacked)
+        result[order] = stacked
+        labels = np.array([e.label for e in examples])
+        out = {"eval_loss": float(result[:, 0].sum() / max(result[:, 1].sum(), 1.0)), "eval_rows": len(examples)}
+        if self.yes_no is not None and len(set(labels.tolist())) == 2:
+            m = metrics.ctr_metrics(labels, result[:, 2])
+            out.update({f"eval_{k}": v for k, v in m.items()})
+        return out
+
+
+# ----------------------------------------------------------------------------- the data plan
+def steps_per_epoch(num_examples: int, effective_batch: int) -> int:
+    return max(1, -(-num_examples // effective_batch))
+
+
+def step_rows(num_examples: int, effective_batch: int, seed: int, step: int) -> tuple[list[int | None], int, int]:
+    """Example indices of global step `step` (None = zero-weight filler in a short last batch), its epoch and
+    its batch within the epoch. Depends only on (seed, epoch, step): a resumed run sees the same data."""
+    spe = steps_per_epoch(num_examples, effective_batch)
+    epoch, within = divmod(step, spe)
+    perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    rows: list[int | None] = perm[within * effective_batch:(within + 1) * effective_batch].tolist()
+    rows += [None] * (effective_batch - len(rows))
+    return rows, epoch, within
+
+
+def global_batch(examples: Sequence[ex_lib.Example], rows: Sequence[int | None], answer_len: int, pad_id: int,
+                 min_bucket: int) -> tuple[dict[str, np.ndarray], int]:
+    """This process's rows of one effective batch, padded to the length bucket of the whole global batch."""
+    chosen = [None if r is None else examples[r] for r in rows]
+    length = bucket_length(max(e.length for e in chosen if e is not None), min_bucket)
+    batch = make_batch(chosen, length, answer_len, pad_id)
+    procs, rank = jax.process_count(), jax.process_index()
+    e = len(rows)
+    if e % procs:
+        raise ValueError(f"effective batch {e} does not divide over {procs} processes")
+    return {k: v[rank * e // procs:(rank + 1) * e // procs] for k, v in batch.items()}, length
+
+
+# ----------------------------------------------------------------------------- logging
+class MetricsLog:
+    """JSON lines + TensorBoard event files (process 0 only)."""
+
+    def __init__(self, directory: pathlib.Path, enabled: bool):
+        self.enabled = enabled
+        self.path = directory / "metrics.jsonl"
+        self.tb = None
+        if enabled:
+            directory.mkdir(parents=True, exist_ok=True)
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(directory / "tb"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = int(record["step"])
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                self.tb.add_scalar(k, v, step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# ----------------------------------------------------------------------------- the training loop
+@dataclasses.dataclass
+class LoopConfig:
+    total_steps: int
+    eval_every: int  # 0 = no evaluation
+    checkpoint_every: int  # 0 = no periodic checkpoints
+    patience: int  # evaluations without improvement before stopping (0 = never stop early)
+    metric: str = "eval_loss"  # or "eval_auc"
+    log_every: int = 1
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.metric not in ("eval_loss", "eval_auc"):
+            raise ValueError(f"finetune.early_stopping_metric={self.metric!r} must be 'eval_loss' or 'eval_auc'")
+        if self.total_steps < 1:
+            raise ValueError(f"total steps {self.total_steps} must be >= 1")
+
+
+def _flat(tree) -> dict[str, jax.Array]:
+    return {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(tree))}
+
+
+def _unflat(template, flat: Mapping[str, jax.Array]):
+    leaves = [flat[f"{i:05d}"] for i in range(len(flat))]
+    return jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_examples: Sequence[ex_lib.Example],
+               loop: LoopConfig, run_dir: str | os.PathLike, pad_id: int, stop_at: int | None = None) -> dict:
+    """Trains from the latest checkpoint under `run_dir/checkpoints` (or from scratch) to `loop.total_steps`,
+    with periodic validation, early stopping, best-adapter keeping and NaN detection.
+
+    `stop_at` ends the loop after that many global steps (a pre-emption in tests, or a time box) with a
+    checkpoint written, so a later call resumes. Returns a summary dict (also written to result.json)."""
+    run_dir = checkpoint.absolute(run_dir)
+    ckpt_dir, best_dir = run_dir / "checkpoints", run_dir / "best"
+    s = trainer.settings
+    if not train_examples:
+        raise ValueError("no training examples")
+    answer_len = answer_length(train_examples)
+    is_main = jax.process_index() == 0
+    log = MetricsLog(run_dir, is_main)
+    mgr = checkpoint.manager(ckpt_dir, max_to_keep=2)
+    lora, opt_state = trainer.initial_state()
+    track = {"best": math.nan, "best_step": -1, "bad": 0, "done": 0}
+    start = 0
+    if mgr.latest_step() is not None:
+        abstract = {"lora": _flat(lora), "opt": _flat(opt_state),
+                    "track": {k: np.zeros((), np.float64) for k in track}}
+        restored = checkpoint.restore(mgr, abstract)
+        lora = _unflat(lora, restored["lora"])
+        opt_state = _unflat(opt_state, restored["opt"])
+        track = {k: float(v) for k, v in restored["track"].items()}
+        track["best_step"], track["bad"], track["done"] = int(track["best_step"]), int(track["bad"]), int(track["done"])
+        start = int(mgr.latest_step())
+        logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
+
+    def save(step: int):
+        tree = {"lora": _flat(lora), "opt": _flat(opt_state),
+                "track": {k: np.asarray(v, np.float64) for k, v in track.items()}}
+        checkpoint.save(mgr, step, tree)
+
+    def better(value: float) -> bool:
+        if math.isnan(track["best"]):
+            return True
+        return value < track["best"] if loop.metric == "eval_loss" else value > track["best"]
+
+    from tqdm.auto import tqdm
+
+    end = loop.total_steps if stop_at is None else min(loop.total_steps, int(stop_at))
+    bar = tqdm(total=loop.total_steps, initial=start, disable=not (loop.progress and is_main), desc="finetune")
+    step = start
+    last_eval: dict = {}
+    try:
+        while step < end and not track["done"]:
+            rows, epoch, within = step_rows(len(train_examples), s.effective_batch, s.seed, step)
+            batch, length = global_batch(train_examples, rows, answer_len, pad_id, s.min_bucket)
+            t0 = time.perf_counter()
+            lora, opt_state, stats = trainer.step(lora, opt_state, batch, step)
+            loss = float(stats["loss"])  # syncs: the step is finished
+            grad_norm = float(stats["grad_norm"])
+            dt = time.perf_counter() - t0
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                # Steps are numbered 1.. as in metrics.jsonl (checkpoint k = state after k updates). The state
+                # this step produced is never saved.
+                last = mgr.latest_step()
+                raise FloatingPointError(
+                    f"finetune: the training loss is {loss} (gradient norm {grad_norm}) at step {step + 1} "
+                    f"(epoch {epoch}, batch {within}); stopped. The last good checkpoint is "
+                    + (f"step {last} under {ckpt_dir}" if last is not None else "none (no checkpoint was written)"))
+            step += 1
+            real = sum(r is not None for r in rows)
+            record = {"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
+                      "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
+                      "examples_per_s": real / dt, "bucket": length}
+            if step % loop.log_every == 0 or step == end:
+                log.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}")
+            if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
+                last_eval = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
+                value = last_eval[loop.metric] if loop.metric in last_eval else math.nan
+                if not math.isnan(value) and better(value):
+                    track["best"], track["best_step"], track["bad"] = value, step, 0
+                    nnx.update(trainer.model, trainer._copy(lora))
+                    checkpoint.save_adapters(best_dir, step, trainer.model, max_to_keep=1)
+                else:
+                    track["bad"] += 1
+                if loop.patience and track["bad"] >= loop.patience:
+                    track["done"] = 1
+                log.write({"step": step, **last_eval, "best_step": track["best_step"],
+                           "evals_without_improvement": track["bad"]})
+                save(step)
+            elif loop.checkpoint_every and step % loop.checkpoint_every == 0:
+                save(step)
+        if mgr.latest_step() != step:
+            save(step)
+    finally:
+        bar.close()
+        mgr.wait_until_finished()
+        mgr.close()
+        log.close()
+    nnx.update(trainer.model, trainer._copy(lora))
+    summary = {"steps": step, "total_steps": loop.total_steps, "stopped_early": bool(track["done"]),
+               "finished": bool(track["done"]) or step >= loop.total_steps,
+               "best_step": track["best_step"], f"best_{loop.metric}": track["best"],
+               "checkpoints": str(ckpt_dir), "best_adapters": str(best_dir) if track["best_step"] >= 0 else None,
+               "last_eval": last_eval}
+    if is_main:
+        tmp = run_dir / "result.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1, default=str))
+        os.replace(tmp, run_dir / "result.json")
+    return summary
+
+
+# ----------------------------------------------------------------------------- library entry point
+def settings_from_config(c: Mapping) -> TrainSettings:
+    return TrainSettings(learning_rate=c["learning_rate"], b1=c["b1"], b2=c["b2"], eps=c["eps"],
+                         weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
+                         micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
+                         eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False))
+
+
+def lora_config(c: Mapping) -> lora_lib.LoraConfig:
+    return lora_lib.LoraConfig(rank=int(c["rank"]), alpha=float(c["alpha"]), dropout=float(c["dropout"]),
+                               targets=tuple(c["targets"]))
+
+
+def load_base(config: ml_collections.ConfigDict, mesh: Mesh | None = None):
+    """(model, tokenizer) from config.model.path (.gguf or HF folder; "" = SmolLM2-135M-Instruct GGUF)."""
+    from rallrec_jax import assets
+    from rallrec_jax.llm import tokenizer as tok_lib
+    from rallrec_jax.llm import weights
+
+    path = config.model.path or str(assets.smollm2_gguf())
+    model = weights.load(path, mesh, param_dtype=config.model.param_dtype, dtype=config.model.dtype)
+    tokenizer = tok_lib.load_tokenizer(config.model.tokenizer or path)
+    return model, tokenizer
+
+
+def run_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> pathlib.Path:
+    return checkpoint.absolute(workdir) / "finetune" / (config.finetune.run_name or "simple")
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+             histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
+             tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None) -> dict:
+    """LoRA instruction tuning as configured; resumable. Returns the summary (see `train_loop`).
+
+    `histories` maps history orders to `(split, index) -> [HistoryEntry]` callables (retrieval's `high`,
+    `sequential`); `simple` (K = finetune.k_history most recent items) is always available. With `high` and
+    `sequential` present the training set is the official `mixed` one. `data`, `model` (a base Llm without
+    adapters) and `tokenizer` may be passed in (tests, notebooks); otherwise they come from the config."""
+    from rallrec_jax.data import prepare
+    from rallrec_jax.llm import tokenizer as tok_lib
+
+    f = config.finetune
+    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
+    data = prepare.prepare_data(config.data, workdir) if data is None else data
+    if model is None or tokenizer is None:
+        loaded, loaded_tok = load_base(config, mesh if model is None else None)
+        model = loaded if model is None else model
+        tokenizer = loaded_tok if tokenizer is None else tokenizer
+    orders = {"simple": ex_lib.simple_history(data, f.k_history)}
+    orders.update(histories or {})
+    builder = ex_lib.ExampleBuilder(data, tokenizer, f.max_prompt_tokens or None)
+    rows, order_names = ex_lib.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
+                                             list(orders), f.sample_seed)
+    train = ex_lib.build_examples(builder, "train", rows, orders, order_names)
+    if f.train_size:
+        train = train[:f.train_size]
+    n_val = min(f.eval_size, data.num_samples("validation")) if f.eval_size else data.num_samples("validation")
+    val_order = f.eval_order if f.eval_order in orders else "simple"
+    val = ex_lib.build_examples(builder, "validation", range(n_val), orders, [val_order])
+    out_dir = run_dir(config, workdir)
+    if jax.process_index() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report = {"train": ex_lib.dropped_report(train), "validation": ex_lib.dropped_report(val),
+                  "orders": order_names, "train_rows": len(rows)}
+        (out_dir / "examples.json").write_text(json.dumps(report, indent=1))
+        logging.info("finetune examples: %s", report)
+    settings = settings_from_config(f)
+    total = f.max_steps or f.epochs * steps_per_epoch(len(train), settings.effective_batch)
+    model = lora_lib.apply_lora(model, lora_config(config.lora), rngs=nnx.Rngs(settings.seed))
+    trainer = Trainer(model, settings, total, mesh, yes_no=tok_lib.yes_no_ids(tokenizer))
+    loop = LoopConfig(total_steps=total,
+                      eval_every=f.eval_every or steps_per_epoch(len(train), settings.effective_batch),
+                      checkpoint_every=f.checkpoint_every, patience=f.patience, metric=f.early_stopping_metric,
+                      progress=f.progress)
+    summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at)
+    summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names})
+    return summary

@@ -1,0 +1,288 @@
+"""LoRA instruction tuning: answer-only loss, examples from real data, resume = uninterrupted, 1 vs 8 devices,
+NaN stop, validation-only early stopping. Tiny random decoders; real Amazon-magazine data (configs/test.py)."""
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import configs.test
+from rallrec_jax import assets, checkpoint, parallel
+from rallrec_jax.data import prepare
+from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation import finetune as ft
+from rallrec_jax.generation import prompts
+from rallrec_jax.llm import lora as lora_lib
+from rallrec_jax.llm import tokenizer as tok_lib
+from rallrec_jax.llm.config import LlmConfig
+from rallrec_jax.llm.model import create_model
+
+SMALL = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                  head_dim=8, max_position_embeddings=512, tie_word_embeddings=True)
+# Same shape with the SmolLM2 vocabulary, so real tokenised prompts run through it.
+WIDE = SMALL.replace(vocab_size=49152)
+
+
+def synthetic_examples(n: int, seed: int = 0) -> list[ex_lib.Example]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = int(rng.integers(0, 2))
+        prompt = tuple(rng.integers(3, 60, size=int(rng.integers(5, 40))).tolist())
+        answer = (7, 11, 2) if label else (9, 11, 2)
+        out.append(ex_lib.Example("train", i, "simple", prompt, answer, label, 0, 0))
+    return out
+
+
+def lora_model(cfg: LlmConfig, dropout: float = 0.05) -> nnx.Module:
+    model = create_model(cfg, seed=0)
+    return lora_lib.apply_lora(model, lora_lib.LoraConfig(dropout=dropout), rngs=nnx.Rngs(1))
+
+
+def lora_arrays(model) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tok_lib.load_tokenizer(assets.smollm2_gguf())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return prepare.prepare_data(configs.test.get_config().data, tmp_path_factory.mktemp("work"))
+
+
+# ----------------------------------------------------------------------------- loss mask
+def test_token_cross_entropy_matches_hand_computation():
+    logits = np.array([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]]], np.float32)  # [1, 2, 3]
+    targets = np.array([[0, 2]])
+    want = 0.0
+    for a, t in enumerate([0, 2]):
+        z = logits[0, a].astype(np.float64)
+        want += np.log(np.exp(z).sum()) - z[t]
+    got = ft.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.ones((1, 2)))
+    assert abs(float(got) - want) < 1e-5
+    only_second = ft.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray([[0.0, 1.0]]))
+    z = logits[0, 1].astype(np.float64)
+    assert abs(float(only_second) - (np.log(np.exp(z).sum()) - z[2])) < 1e-5
+
+
+def test_only_answer_tokens_contribute_to_the_loss():
+    """The batch's loss equals an HF-style loss on the full logits with labels -100 on every prompt and padding
+    token; changing prompt-position targets (i.e. the prompt tokens after the first) cannot change it."""
+    model = create_model(SMALL, seed=0)
+    exs = synthetic_examples(4)
+    batch = ft.make_batch(exs + [None], 64, 3, pad_id=0)  # one zero-weight filler row
+    assert batch["ans_w"].sum() == 12 and batch["ans_w"][4].sum() == 0
+    ours = float(ft.token_cross_entropy(ft.answer_logits(model, {k: jnp.asarray(v) for k, v in batch.items()}),
+                                        jnp.asarray(batch["ans_tok"]), jnp.asarray(batch["ans_w"])))
+    full = np.asarray(model(jnp.asarray(batch["tokens"]), jnp.arange(64)[None].repeat(5, 0),
+                            jnp.asarray(batch["mask"]).astype(bool)), np.float64)  # [B, L, V]
+    total, count = 0.0, 0
+    for i, e in enumerate(exs):
+        labels = [-100] * len(e.prompt_ids) + list(e.answer_ids)
+        seq = list(e.prompt_ids) + list(e.answer_ids)
+        for t in range(1, len(seq)):  # position t-1 predicts token t
+            if labels[t] == -100:
+                continue
+            z = full[i, t - 1]
+            total += np.log(np.exp(z - z.max()).sum()) + z.max() - z[seq[t]]
+            count += 1
+    assert count == 12
+    assert abs(ours - total) < 1e-3 * max(1.0, abs(total))
+    # Answer position bookkeeping: ans_pos is the last prompt position, then the following ones.
+    for i, e in enumerate(exs):
+        p = len(e.prompt_ids)
+        assert batch["ans_pos"][i].tolist() == [p - 1, p, p + 1]
+        assert batch["ans_tok"][i].tolist() == list(e.answer_ids)
+
+
+# ----------------------------------------------------------------------------- examples on real data
+def test_examples_chat_template_answer_and_truncation(data, tokenizer):
+    builder = ex_lib.ExampleBuilder(data, tokenizer, max_prompt_tokens=None)
+    hist = ex_lib.simple_history(data, 5)
+    e = builder.build("train", 3, hist("train", 3), "simple")
+    text = tok_lib.chat_prompt(tokenizer, builder.builder.text("train", 3, hist("train", 3), "simple"),
+                               prompts.SYSTEM_PROMPT)
+    assert list(e.prompt_ids) == tokenizer.encode(text, add_special_tokens=False)
+    assert tokenizer.decode(list(e.prompt_ids)).endswith("<|im_start|>assistant\n")
+    yes, no = tok_lib.yes_no_ids(tokenizer)
+    # ChatML closes the assistant turn with <|im_end|> = EOS: the answer is trained with it.
+    assert builder.append_eos
+    assert e.answer_ids[0] == (yes if e.label else no)
+    assert tokenizer.decode(list(e.answer_ids)) == ("Yes." if e.label else "No.") + tokenizer.eos_token
+    # A context limit: oldest items dropped, the count reported, the prompt within the limit.
+    full_len = len(e.prompt_ids)
+    tight = ex_lib.ExampleBuilder(data, tokenizer, max_prompt_tokens=full_len - 5)
+    t = tight.build("train", 3, hist("train", 3), "simple")
+    assert t.dropped >= 1 and t.shown == e.shown - t.dropped and len(t.prompt_ids) <= full_len - 5
+    report = ex_lib.dropped_report([e, t])
+    assert report["truncated_prompts"] == 1 and report["dropped_items"] == t.dropped
+
+
+def test_training_plan_simple_and_mixed():
+    rows, orders = ex_lib.training_plan(1000, 256, 0, ["simple"])
+    assert orders == ["simple"] and rows == prompts.sample_training_indices(1000, 256, 42)
+    rows, orders = ex_lib.training_plan(1000, 256, 100, ["simple", "high", "sequential"])
+    assert orders == ["high", "sequential", "simple"] and len(rows) == 34  # ceil(100 / 3)
+
+
+# ----------------------------------------------------------------------------- resume == uninterrupted
+def _run(run_dir, steps, stop_at=None):
+    model = lora_model(SMALL)
+    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5), steps,
+                         parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
+    loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=0, patience=3, progress=False)
+    summary = ft.train_loop(trainer, synthetic_examples(20), synthetic_examples(8, seed=9), loop, run_dir,
+                            pad_id=0, stop_at=stop_at)
+    return summary, model
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    """4 steps straight vs 2 steps, a new process state (new model, new trainer), resume to 4: the same
+    adapters bit for bit (data order from (seed, epoch), dropout keys from (seed, step, micro-batch))."""
+    whole, m_whole = _run(tmp_path / "a", 4)
+    first, _ = _run(tmp_path / "b", 4, stop_at=2)
+    assert first["steps"] == 2 and not first["finished"]
+    assert checkpoint.latest_step(tmp_path / "b" / "checkpoints") == 2
+    second, m_resumed = _run(tmp_path / "b", 4)
+    assert second["steps"] == 4 and second["finished"] and whole["finished"]
+    for a, b in zip(lora_arrays(m_whole), lora_arrays(m_resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(lora_arrays(m_whole)[1]).max() > 0  # lora_b moved away from its zero init
+    la = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in la if "loss" in r] == [r["loss"] for r in lb if "loss" in r]
+    assert [r["eval_loss"] for r in la if "eval_loss" in r] == [r["eval_loss"] for r in lb if "eval_loss" in r]
+    assert list((tmp_path / "a" / "tb").glob("events.out.tfevents.*"))
+    assert whole["best_step"] == second["best_step"]
+
+
+# ----------------------------------------------------------------------------- sharding
+def _losses(mesh, steps=3, micro=4):
+    model = lora_model(SMALL)
+    settings = ft.TrainSettings(effective_batch=16, micro_batch=micro, eval_batch=8, seed=3)
+    trainer = ft.Trainer(model, settings, total_steps=steps, mesh=mesh, yes_no=(7, 9))
+    exs = synthetic_examples(40)
+    lora, opt = trainer.initial_state()
+    losses = []
+    for step in range(steps):
+        rows, _, _ = ft.step_rows(len(exs), 16, 3, step)
+        batch, _ = ft.global_batch(exs, rows, 3, 0, 16)
+        lora, opt, stats = trainer.step(lora, opt, batch, step)
+        losses.append(float(stats["loss"]))
+    return losses, [np.asarray(x) for x in jax.tree.leaves(lora)], trainer.evaluate(lora, exs[:16], 3, 0)
+
+
+def test_sharded_training_equals_single_device():
+    one, lora_one, ev_one = _losses(parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+    eight, lora_eight, ev_eight = _losses(parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    np.testing.assert_allclose(eight, one, rtol=2e-6)
+    for a, b in zip(lora_one, lora_eight):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    assert abs(ev_one["eval_loss"] - ev_eight["eval_loss"]) < 1e-5
+    assert abs(ev_one["eval_auc"] - ev_eight["eval_auc"]) < 1e-9
+
+
+def test_micro_batch_size_does_not_change_the_updates_and_training_learns():
+    """4 micro-batches of 4 or 2 of 8 are the same effective batch of 16 (no dropout): same loss curve; and
+    repeated steps on one batch lower the answer loss."""
+    def run(micro):
+        model = lora_model(SMALL, dropout=0.0)
+        trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=16, micro_batch=micro, learning_rate=1e-2), 6,
+                             parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+        lora, opt = trainer.initial_state()
+        batch, _ = ft.global_batch(synthetic_examples(16), list(range(16)), 3, 0, 16)
+        losses = []
+        for step in range(6):
+            lora, opt, stats = trainer.step(lora, opt, batch, step)
+            losses.append(float(stats["loss"]))
+        return losses, [np.asarray(x) for x in jax.tree.leaves(lora)]
+    (l4, p4), (l8, p8) = run(4), run(8)
+    np.testing.assert_allclose(l4, l8, rtol=2e-6)
+    for a, b in zip(p4, p8):
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    assert all(b < a for a, b in zip(l4, l4[1:])) and l4[-1] < l4[0] - 0.1, l4
+
+
+def test_micro_batch_must_divide_over_the_mesh():
+    with pytest.raises(ValueError, match="micro_batch=2 must be a multiple of the 8 data-parallel"):
+        ft.Trainer(lora_model(SMALL), ft.TrainSettings(effective_batch=16, micro_batch=2), 1,
+                   parallel.make_mesh({"data": 8}))
+    with pytest.raises(ValueError, match="not a multiple of finetune.micro_batch"):
+        ft.TrainSettings(effective_batch=10, micro_batch=4)
+
+
+# ----------------------------------------------------------------------------- NaN and early stopping
+def _trainer(tmp, steps=6):
+    model = lora_model(SMALL)
+    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=8), steps,
+                         parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
+    return trainer
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path)
+    real_step = trainer.step
+    calls = []
+
+    def poisoned(lora, opt, batch, step):  # the 3rd update (step index 2) blows up
+        lora, opt, stats = real_step(lora, opt, batch, step)
+        if step == 2:
+            lora = jax.tree.map(lambda x: x * jnp.nan, lora)
+            stats = {**stats, "loss": jnp.float32(jnp.nan)}
+        return lora, opt, stats
+
+    trainer.step = poisoned
+    loop = ft.LoopConfig(total_steps=6, eval_every=0, checkpoint_every=1, patience=0, progress=False)
+    with pytest.raises(FloatingPointError, match="at step 3 .*last good checkpoint is step 2 under"):
+        ft.train_loop(trainer, synthetic_examples(32), [], loop, tmp_path / "run", pad_id=0)
+    mgr = checkpoint.manager(tmp_path / "run" / "checkpoints")
+    assert mgr.latest_step() == 2
+    restored = mgr.restore(2)
+    mgr.close()
+    leaves = jax.tree.leaves(restored["lora"])
+    assert leaves and all(np.isfinite(np.asarray(x)).all() for x in leaves)
+
+
+def test_early_stopping_reads_validation_and_keeps_the_best(tmp_path, monkeypatch):
+    trainer = _trainer(tmp_path, steps=10)
+    scripted = iter([1.0, 0.8, 0.9, 0.85, 0.7])
+    seen = []
+
+    def fake_eval(lora, examples, answer_len, pad_id):
+        seen.extend({e.split for e in examples})
+        return {"eval_loss": next(scripted)}
+
+    monkeypatch.setattr(trainer, "evaluate", fake_eval)
+    val = [ex_lib.Example("validation", i, "simple", e.prompt_ids, e.answer_ids, e.label, 0, 0)
+           for i, e in enumerate(synthetic_examples(8, seed=5))]
+    loop = ft.LoopConfig(total_steps=10, eval_every=1, checkpoint_every=0, patience=2, progress=False)
+    summary = ft.train_loop(trainer, synthetic_examples(32), val, loop, tmp_path / "run", pad_id=0)
+    assert summary["stopped_early"] and summary["steps"] == 4 and summary["best_step"] == 2
+    assert math.isclose(summary["best_eval_loss"], 0.8)
+    assert checkpoint.latest_step(tmp_path / "run" / "best") == 2
+    assert set(seen) == {"validation"}
+
+
+def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, data, monkeypatch):
+    splits = []
+    real = ft.Trainer.evaluate
+
+    def spy(self, lora, examples, answer_len, pad_id):
+        splits.extend(e.split for e in examples)
+        return real(self, lora, examples, answer_len, pad_id)
+
+    monkeypatch.setattr(ft.Trainer, "evaluate", spy)
+    config = configs.test.get_config()
+    config.finetune.max_steps = 1
+    config.finetune.train_size = 16
+    summary = ft.finetune(config, tmp_path, data=data, model=create_model(WIDE, seed=0), tokenizer=tokenizer,
+                          mesh=parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+    assert splits and set(splits) == {"validation"} and len(splits) == config.finetune.eval_size
+    assert summary["finished"] and math.isfinite(summary["last_eval"]["eval_loss"])

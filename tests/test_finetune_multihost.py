@@ -1,0 +1,101 @@
+"""Two processes on localhost (jax.distributed, gloo CPU collectives, 4 fake devices each) train LoRA as one
+(data=2, fsdp=2, tensor=2) mesh: each process feeds its half of every effective batch, and the loss curve,
+the adapters and the validation metrics equal a single-process, single-device run."""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+COMMON = textwrap.dedent("""
+    import numpy as np
+    from flax import nnx
+    from rallrec_jax.generation import examples as ex_lib
+    from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.llm import lora as lora_lib
+    from rallrec_jax.llm.config import LlmConfig
+    from rallrec_jax.llm.model import create_model
+
+    CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                    num_kv_heads=2, head_dim=8, max_position_embeddings=512, tie_word_embeddings=True)
+
+    def examples(n, seed=0):
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(n):
+            label = int(rng.integers(0, 2))
+            prompt = tuple(rng.integers(3, 60, size=int(rng.integers(5, 40))).tolist())
+            out.append(ex_lib.Example("train", i, "simple", prompt, (7 if label else 9, 11, 2), label, 0, 0))
+        return out
+
+    def train(mesh, steps=3):
+        model = lora_lib.apply_lora(create_model(CFG, seed=0), lora_lib.LoraConfig(), rngs=nnx.Rngs(1))
+        settings = ft.TrainSettings(effective_batch=16, micro_batch=8, eval_batch=8, seed=3, learning_rate=5e-3)
+        trainer = ft.Trainer(model, settings, steps, mesh, yes_no=(7, 9))
+        exs = examples(40)
+        lora, opt = trainer.initial_state()
+        losses = []
+        for step in range(steps):
+            rows, _, _ = ft.step_rows(len(exs), 16, 3, step)
+            batch, _ = ft.global_batch(exs, rows, 3, 0, 16)  # this process's rows only
+            lora, opt, stats = trainer.step(lora, opt, batch, step)
+            losses.append(float(stats["loss"]))
+        ev = trainer.evaluate(lora, examples(16, seed=4), 3, 0)
+        return losses, ev
+""")
+
+WORKER = textwrap.dedent("""
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    from rallrec_jax import parallel
+    port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid, cpu_collectives=True)
+    assert jax.device_count() == 8 and jax.local_device_count() == 4
+""") + COMMON + textwrap.dedent("""
+    from rallrec_jax import parallel
+    losses, ev = train(parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
+    json.dump({"losses": losses, "eval": ev, "process": jax.process_index()}, open(out, "w"))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_mesh(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path / f"out{i}.json")],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log[-3000:]
+    results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
+
+    namespace: dict = {}
+    exec(COMMON, namespace)  # the same model, data and steps in this process, on one device
+    from rallrec_jax import parallel
+
+    losses, ev = namespace["train"](parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+    for r in results:
+        np.testing.assert_allclose(r["losses"], losses, rtol=2e-6)
+        assert abs(r["eval"]["eval_loss"] - ev["eval_loss"]) < 1e-5
+        assert abs(r["eval"]["eval_auc"] - ev["eval_auc"]) < 1e-9
+    assert losses[-1] != losses[0]
