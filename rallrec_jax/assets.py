@@ -159,35 +159,32 @@ def _user_dir(data_dir) -> pathlib.Path:
     return path
 
 
-def movielens_1m_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
-    """`data_dir`, else the cache, else the official GroupLens zip (there is no offline copy)."""
+def _official_dataset_dir(title: str, folder: str, url_key: str, zip_member: str, files: tuple[str, ...],
+                          data_dir, allow_download: bool) -> pathlib.Path:
+    """`data_dir`, else the cache, else the official zip; the error names the files a user must supply."""
     if data_dir:
         return _user_dir(data_dir)
-    cached = cache_dir() / "datasets" / "ml-1m"
-    if (cached / "ratings.dat").is_file():
+    cached = cache_dir() / "datasets" / folder
+    if (cached / files[0]).is_file():
         return cached
     if not allow_download:
-        raise AssetError(f"MovieLens-1M is not in {cached}; pass data_dir or allow the download")
+        raise AssetError(f"{title} is not in {cached}; pass data_dir or allow the download")
     try:
-        return _download_zip(OFFICIAL_URLS["ml-1m"], "ml-1m", cached)
+        return _download_zip(OFFICIAL_URLS[url_key], zip_member, cached)
     except Exception as exc:
-        raise AssetError(f"MovieLens-1M: {OFFICIAL_URLS['ml-1m']} unreachable ({exc}); pass data_dir=<folder with "
-                         f"ratings.dat, movies.dat, users.dat>") from exc
+        raise AssetError(f"{title}: {OFFICIAL_URLS[url_key]} unreachable ({exc}); pass data_dir=<folder with "
+                         f"{', '.join(files)}>") from exc
+
+
+def movielens_1m_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
+    """MovieLens-1M has no offline copy: `data_dir`, the cache, or GroupLens."""
+    return _official_dataset_dir("MovieLens-1M", "ml-1m", "ml-1m", "ml-1m",
+                                 ("ratings.dat", "movies.dat", "users.dat"), data_dir, allow_download)
 
 
 def bookcrossing_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
-    if data_dir:
-        return _user_dir(data_dir)
-    cached = cache_dir() / "datasets" / "bookcrossing"
-    if (cached / "BX-Book-Ratings.csv").is_file():
-        return cached
-    if not allow_download:
-        raise AssetError(f"Book-Crossing is not in {cached}; pass data_dir")
-    try:
-        return _download_zip(OFFICIAL_URLS["bookcrossing"], "", cached)
-    except Exception as exc:
-        raise AssetError(f"Book-Crossing: {OFFICIAL_URLS['bookcrossing']} unreachable ({exc}); pass data_dir=<folder "
-                         f"with BX-Book-Ratings.csv, BX-Books.csv, BX-Users.csv>") from exc
+    return _official_dataset_dir("Book-Crossing", "bookcrossing", "bookcrossing", "",
+                                 ("BX-Book-Ratings.csv", "BX-Books.csv", "BX-Users.csv"), data_dir, allow_download)
 
 
 def amazon_files(category: str, data_dir: str | os.PathLike | None = None, ratings_file: str = "",

@@ -41,6 +41,12 @@ def history_list(titles: Sequence[str], ratings: Sequence[int]) -> str:
     return str([render_item(t, int(r)) for t, r in zip(titles, ratings)])
 
 
+_MOVIE_RULES = (
+    "Note that more stars the user rated the movie, the user liked the movie more.",
+    "And we think the user will like a new movie if the rating could be higher than 3 stars",
+)
+
+
 def _movielens(profile: dict, hist: str, target: str, order: str) -> str:
     female = profile["gender"] == "female"
     nom, obj = ("she", "Her") if female else ("he", "His")
@@ -48,8 +54,7 @@ def _movielens(profile: dict, hist: str, target: str, order: str) -> str:
         f"The user is a {profile['gender']}. {obj} job is {profile['job']}. {obj} age is {profile['age']}.",
         f"{nom.capitalize()} {_ML_HISTORY_HEADER[order]}",
         hist,
-        "Note that more stars the user rated the movie, the user liked the movie more.",
-        "And we think the user will like a new movie if the rating could be higher than 3 stars",
+        *_MOVIE_RULES,
         f"Based on the movies {nom} has watched, deduce if {nom} will like the movie ***{target}***.",
         "You should ONLY tell me yes or no.",
     ])
@@ -59,8 +64,7 @@ def _amazon(profile: dict, hist: str, target: str, order: str) -> str:
     return "\n".join([
         "The user watched the following movies in the past, and rated them:",
         hist,
-        "Note that more stars the user rated the movie, the user liked the movie more.",
-        "And we think the user will like a new movie if the rating could be higher than 3 stars",
+        *_MOVIE_RULES,
         f"Based on the movies the user has watched, deduce if the user will like the movie ***{target}***.",
         "You should ONLY tell me yes or no.",
     ])
