@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     # The paper's figures (reasoning analyses), written as PNG with the Agg backend.
     "matplotlib>=3.8",
+    # TensorBoard event files of the LoRA tuning, without TensorFlow.
+    "tensorboardX>=2.6",
 ]
 
 EXTRAS_REQUIRE = {
@@ -30,7 +32,15 @@ EXTRAS_REQUIRE = {
         # The PyTorch reference in parity tests; 2.13.0 is the CPU wheel on the project's machines.
         "torch==2.13.0",
         "scikit-learn>=1.5",
+        # transformers needs it to load a GGUF file as the PyTorch reference of the parity tests.
+        "accelerate>=1.0",
+        # The Colab notebook is executed headless by the tests.
+        "nbformat>=5.9",
+        "nbclient>=0.10",
+        "ipykernel>=6.29",
     ],
+    # The PyTorch peers of benchmarks/ (transformers + peft for the LoRA step).
+    "bench": ["torch==2.13.0", "peft>=0.13"],
 }
 
 setup(

@@ -3,10 +3,11 @@ with unknown category dropped, iterative core users 11..200 / items 10..200, top
 history >= 5, global temporal 8:1:1, label rating > 3."""
 import ml_collections
 
-from configs import base_data, base_generation, base_reasoning
+from configs import base_data, base_generation, base_pipeline, base_reasoning, base_retrieval, base_scale
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: "" (SmolLM2, CPU-friendly) or a paper-scale one from configs/base_scale.py."""
     config = ml_collections.ConfigDict()
     config.data = base_data.data_config("amazon")
     config.data.amazon_category = "Movies_and_TV"
@@ -17,4 +18,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_size = 10000
     base_generation.add_generation(config, sample_size=8192)
     config.reasoning = base_reasoning.reasoning_config()
-    return config
+    config.retrieval = base_retrieval.retrieval_config()
+    base_pipeline.add_pipeline(config)
+    return base_scale.apply_variant(config, variant)

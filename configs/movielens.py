@@ -1,13 +1,16 @@
 """MovieLens-1M as the paper (spec 1.2): label rating > 3, history >= 5, global temporal 8:1:1."""
 import ml_collections
 
-from configs import base_data, base_generation, base_reasoning
+from configs import base_data, base_generation, base_pipeline, base_reasoning, base_retrieval, base_scale
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    """variant: "" (SmolLM2, CPU-friendly) or a paper-scale one from configs/base_scale.py."""
     config = ml_collections.ConfigDict()
     config.data = base_data.data_config("movielens-1m")
     config.eval_size = 10000  # the official evaluation reads the first 10,000 test rows
     base_generation.add_generation(config, sample_size=8192)
     config.reasoning = base_reasoning.reasoning_config()
-    return config
+    config.retrieval = base_retrieval.retrieval_config()
+    base_pipeline.add_pipeline(config)
+    return base_scale.apply_variant(config, variant)

@@ -215,6 +215,24 @@ def amazon_files(category: str, data_dir: str | os.PathLike | None = None, ratin
     return ratings, meta
 
 
+def resolve_model(path_or_name: str | os.PathLike) -> pathlib.Path:
+    """A local model (HF folder or .gguf) as given, or a Hugging Face hub name ("org/name") downloaded
+    once into the cache (needs the network; offline, pass a folder)."""
+    path = pathlib.Path(path_or_name).expanduser()
+    if path.exists():
+        return path.resolve()
+    name = str(path_or_name)
+    if name.count("/") != 1 or name.startswith(("/", ".")):
+        raise AssetError(f"model {name!r}: no such file or folder, and not a hub name like 'org/model'")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return pathlib.Path(snapshot_download(name, cache_dir=str(cache_dir() / "hub"),
+                                              allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
+    except Exception as exc:
+        raise AssetError(f"model {name!r} is not local and the hub download failed ({exc}); pass a folder") from exc
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m rallrec_jax.assets prefetch`: fetch the offline assets once (the tests then need no network)."""
     import argparse

@@ -183,8 +183,25 @@ class Pipeline:
         return finetune_lib.finetune(self.config, self.workdir, histories=self._training_histories(),
                                      data=self.data)
 
+    def _models(self):
+        """(zero-shot base, tuned model with the best adapters merged, tokenizer), loaded once per run."""
+        from flax import nnx
+
+        if self._tools is None:
+            base, tokenizer = finetune_lib.load_base(self.config)
+            tuned = nnx.clone(base)
+            evaluate_lib.attach_adapters(tuned, finetune_lib.lora_config(self.config.lora),
+                                         evaluate_lib.adapters_dir(self.config, self.workdir, "best"))
+            self._tools = (base, tuned, tokenizer)
+        return self._tools
+
+    def rallrec_histories(self) -> dict[str, ex_lib.HistoryFn]:
+        r = self.config.retrieval
+        return {r.order: retrieved_history(self.retrieval, {"test": self.eval_rows()}, r.order, r.kind)}
+
     def stage_evaluate(self) -> dict:
         rows = self.eval_rows()
+        base, tuned, tokenizer = self._models()
         out = {}
         for row in evaluation_rows(self.config):
             histories = {}
@@ -192,12 +209,33 @@ class Pipeline:
                 histories[row.order] = retrieved_history(self.retrieval, {"test": rows}, row.order, row.kind)
             tag = f"{row.table}_{row.kind or 'recent'}_{row.order}_{'tuned' if row.tuned else 'zeroshot'}"
             self.progress(f"[evaluate] {row.name}")
-            result = evaluate_lib.evaluate(self.config, self.workdir, "best" if row.tuned else "", order=row.order,
-                                           split="test", num_rows=len(rows), histories=histories, data=self.data,
-                                           tag=tag)
+            # The tuned model already holds its merged adapters: evaluate it as it is.
+            result = evaluate_lib.evaluate(self.config, self.workdir, "", order=row.order, split="test",
+                                           num_rows=len(rows), histories=histories, data=self.data,
+                                           model=tuned if row.tuned else base, tokenizer=tokenizer, tag=tag)
             out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"],
                         "probabilities": f"evaluate/{tag}.npy"}
         return out
+
+    def reasoning_config(self) -> ml_collections.ConfigDict:
+        """The reasoning stage reads M_G's predictions for the RALLRec prompts (retrieval order, tuned)."""
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.evaluate.order = self.config.retrieval.order
+        config.evaluate.adapters = "best"
+        return config
+
+    def stage_reasoning(self) -> dict:
+        from rallrec_jax.reasoning import stage as reasoning_stage
+
+        config = self.reasoning_config()
+        _, tuned, tokenizer = self._models()
+        histories = self.rallrec_histories()
+        # M_G's adapters are already merged into `tuned`: evaluate must not attach them again.
+        config.evaluate.adapters = ""
+        summary = reasoning_stage.reason(config, self.workdir, data=self.data, histories=histories,
+                                         general_model=tuned, general_tokenizer=tokenizer)
+        merged = reasoning_stage.merge_results(config, self.workdir)
+        return {"reason": summary, "merge": merged, "example_trace": example_trace(self.workdir)}
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None) -> dict:
@@ -206,7 +244,8 @@ class Pipeline:
         if unknown:
             raise ValueError(f"unknown pipeline stages {unknown}; known: {STAGES}")
         steps = {"data": self.stage_data, "retrieval": self.stage_retrieval, "deepfm": self.stage_deepfm,
-                 "finetune": self.stage_finetune, "evaluate": self.stage_evaluate}
+                 "finetune": self.stage_finetune, "evaluate": self.stage_evaluate,
+                 "reasoning": self.stage_reasoning}
         for stage in STAGES:
             if stage in wanted and stage in steps:
                 self.results[stage] = self.run_stage(stage, steps[stage])
@@ -226,6 +265,20 @@ class Pipeline:
         return table
 
 
+def example_trace(workdir: str | os.PathLike, mode: str = "hint") -> dict | None:
+    """The first finished row's first trace of a reasoning mode (for the notebook and the report)."""
+    path = pathlib.Path(workdir) / "reasoning" / mode / "traces.jsonl"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        first = f.readline()
+    if not first.endswith("\n"):
+        return None
+    rec = json.loads(first)
+    return {"mode": mode, "row": rec["row"], "label": rec["label"], "p_general": rec.get("p_general"),
+            "text": rec["traces"][0], "p_yes": rec["scores"]["softmax"][0]}
+
+
 def _metric_cells(m: Mapping[str, float]) -> str:
     return f"{m['auc']:.4f} | {m['logloss']:.4f} | {m['acc']:.4f}"
 
@@ -239,8 +292,12 @@ def results_table(results: Mapping, config) -> dict:
         row = entry["row"]
         rows.append({"table": row["table"], "group": "LLM" if row["name"] != "RALLRec" else "Ours",
                      "model": row["name"], "metrics": entry["metrics"]})
-    for extra in (results.get("reasoning") or {}).get("rows", []):
-        rows.append(extra)
+    merged = ((results.get("reasoning") or {}).get("merge") or {}).get("rows", [])
+    for entry in merged:
+        m = {k: entry[k] for k in ("auc", "logloss", "acc")}
+        if entry["model"] == "merged (RALLRec+)":
+            rows.append({"table": "main", "group": "Ours", "model": "RALLRec+", "metrics": m})
+        rows.append({"table": "ablation", "group": "reasoning", "model": entry["model"], "metrics": m})
     titles = {"main": "Main results (Table 4)", "ablation": "KP / CM ablation (Table 5)",
               "embedding": "Embeddings for retrieval (Table 6)"}
     lines = [f"# RALLRec+ on {config.data.name}: first {config.eval_size or 'all'} test rows", ""]

@@ -17,7 +17,11 @@ def load_tokenizer(path: str | os.PathLike):
     """AutoTokenizer from an HF folder, or from a .gguf file (tokenizer and chat template in its metadata)."""
     from transformers import AutoTokenizer
 
+    from rallrec_jax import assets
+
     p = pathlib.Path(path)
+    if p.suffix != ".gguf" and not p.exists():
+        p = assets.resolve_model(path)  # a hub name
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ValueError(f"GGUF file {p} not found")

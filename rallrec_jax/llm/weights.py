@@ -185,8 +185,10 @@ def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: st
 
 
 def load(path: str | os.PathLike, mesh: Mesh | None = None, **kw) -> Llm:
-    """HF folder or .gguf file, by what `path` is."""
-    p = pathlib.Path(path)
+    """HF folder or .gguf file, by what `path` is; a hub name ("org/model") is fetched into the cache."""
+    from rallrec_jax import assets
+
+    p = assets.resolve_model(path)
     return load_gguf(p, mesh, **kw) if p.suffix == ".gguf" else load_hf(p, mesh, **kw)
 
 
