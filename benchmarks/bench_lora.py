@@ -59,7 +59,7 @@ def batch_tokens(seed: int = 0):
     return tokens, labels
 
 
-def run_jax(steps: int, warmup: int, remat: str = "attention") -> dict:
+def run_jax(steps: int, warmup: int, remat: str = "none") -> dict:
     import jax
     from flax import nnx
 
@@ -157,7 +157,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--remat", default="attention", help="finetune.remat of the JAX side: none|attention|full")
+    parser.add_argument("--remat", default="none", help="finetune.remat of the JAX side: none|attention|full")
     parser.add_argument("--impl", choices=["jax", "torch"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.impl:

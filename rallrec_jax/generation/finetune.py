@@ -165,7 +165,7 @@ class TrainSettings:
     min_bucket: int = 16
     eval_batch: int = 8
     double_softmax: bool = False  # for the validation AUC of P(Yes)
-    remat: str = "attention"  # per-block rematerialisation in the train step: none | attention | full
+    remat: str = "none"  # per-block rematerialisation in the train step: none | attention | full
 
     def __post_init__(self):
         for name in ("effective_batch", "micro_batch", "eval_batch"):
@@ -583,7 +583,7 @@ def settings_from_config(c: Mapping) -> TrainSettings:
                          weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
                          micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
                          eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False),
-                         remat=c.get("remat", "attention"))
+                         remat=c.get("remat", "none"))
 
 
 def lora_config(c: Mapping) -> lora_lib.LoraConfig:
