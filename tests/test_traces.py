@@ -139,17 +139,19 @@ def test_k_traces_share_a_prompt_differ_and_are_reproducible(model, tokenizer):
             assert 1 <= t.length <= 12 and (t.finished or t.length == 12)
 
 
-def test_one_prefill_serves_all_k_traces(model, tokenizer):
+def test_one_prefill_serves_all_k_traces(model, tokenizer, monkeypatch):
     """The sampler is asked for K samples of each prompt once: its prefill runs on [P] prompts, not [P*K]."""
+    from rallrec_jax.llm import sampler as sampler_lib
+
     gen = traces.TraceGenerator(model, tokenizer)
     calls = []
-    inner = gen.sampler._prefill
+    inner = sampler_lib._prefill
 
-    def spy(state, tokens, mask, **kw):
+    def spy(graphdef, state, tokens, mask, **kw):
         calls.append((tokens.shape, kw["num_samples"]))
-        return inner(state, tokens, mask, **kw)
+        return inner(graphdef, state, tokens, mask, **kw)
 
-    gen.sampler._prefill = spy
+    monkeypatch.setattr(sampler_lib, "_prefill", spy)
     out = gen.generate([traces.reasoning_prompt(tokenizer, PROMPT, "")], num_samples=5, max_new_tokens=4,
                        temperature=0.6, top_p=0.95, top_k=0, seed=0)
     assert len(calls) == 1 and calls[0][0][0] == 1 and calls[0][1] == 5
