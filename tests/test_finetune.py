@@ -260,7 +260,6 @@ def _trainer(tmp, steps=6):
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = _trainer(tmp_path)
     real_step = trainer.step
-    calls = []
 
     def poisoned(lora, opt, batch, step):  # the 3rd update (step index 2) blows up
         lora, opt, stats = real_step(lora, opt, batch, step)

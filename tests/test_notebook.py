@@ -1,5 +1,4 @@
 """The Colab notebook runs headless, top to bottom, on the tiny config."""
-import os
 import pathlib
 
 import nbformat

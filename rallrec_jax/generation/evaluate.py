@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax import checkpoint, metrics
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -73,21 +73,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
 
     `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
     (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
-    from rallrec_jax.data import prepare
-    from rallrec_jax.generation.finetune import load_base, lora_config
+    from rallrec_jax.generation.finetune import lora_config, stage_inputs
 
     e = config.evaluate
     order = order or e.order
     split = split or e.split
     adapters = e.adapters if adapters is None else adapters
-    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
-    data = prepare.prepare_data(config.data, workdir) if data is None else data
-    if model is None or tokenizer is None:
-        loaded, loaded_tok = load_base(config, mesh if model is None else None)
-        model = loaded if model is None else model
-        tokenizer = loaded_tok if tokenizer is None else tokenizer
-    orders = {"simple": ex_lib.simple_history(data, e.k_history)}
-    orders.update(histories or {})
+    mesh, data, model, tokenizer, orders = stage_inputs(config, workdir, e.k_history, histories, data, model,
+                                                        tokenizer, mesh)
     if order not in orders:
         raise ValueError(f"evaluate.order {order!r} has no history function (have {sorted(orders)}); "
                          "retrieval orders come from the retrieval stage")

@@ -603,6 +603,24 @@ def load_base(config: ml_collections.ConfigDict, mesh: Mesh | None = None):
     return model, tokenizer
 
 
+def stage_inputs(config: ml_collections.ConfigDict, workdir: str | os.PathLike, k_history: int,
+                 histories: Mapping[str, ex_lib.HistoryFn] | None, data=None, model: Llm | None = None,
+                 tokenizer=None, mesh: Mesh | None = None):
+    """(mesh, data, model, tokenizer, history orders) for a generation stage: whatever the caller passed,
+    the rest from the config; `simple` (the K most recent items) is always among the orders."""
+    from rallrec_jax.data import prepare
+
+    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
+    data = prepare.prepare_data(config.data, workdir) if data is None else data
+    if model is None or tokenizer is None:
+        loaded, loaded_tok = load_base(config, mesh if model is None else None)
+        model = loaded if model is None else model
+        tokenizer = loaded_tok if tokenizer is None else tokenizer
+    orders = {"simple": ex_lib.simple_history(data, k_history)}
+    orders.update(histories or {})
+    return mesh, data, model, tokenizer, orders
+
+
 def run_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> pathlib.Path:
     return checkpoint.absolute(workdir) / "finetune" / (config.finetune.run_name or "simple")
 
@@ -616,18 +634,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     `sequential`); `simple` (K = finetune.k_history most recent items) is always available. With `high` and
     `sequential` present the training set is the official `mixed` one. `data`, `model` (a base Llm without
     adapters) and `tokenizer` may be passed in (tests, notebooks); otherwise they come from the config."""
-    from rallrec_jax.data import prepare
     from rallrec_jax.llm import tokenizer as tok_lib
 
     f = config.finetune
-    mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
-    data = prepare.prepare_data(config.data, workdir) if data is None else data
-    if model is None or tokenizer is None:
-        loaded, loaded_tok = load_base(config, mesh if model is None else None)
-        model = loaded if model is None else model
-        tokenizer = loaded_tok if tokenizer is None else tokenizer
-    orders = {"simple": ex_lib.simple_history(data, f.k_history)}
-    orders.update(histories or {})
+    mesh, data, model, tokenizer, orders = stage_inputs(config, workdir, f.k_history, histories, data, model,
+                                                        tokenizer, mesh)
     builder = ex_lib.ExampleBuilder(data, tokenizer, f.max_prompt_tokens or None)
     rows, order_names = ex_lib.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
                                              list(orders), f.sample_seed)
