@@ -1,19 +1,12 @@
 """Two processes on localhost (jax.distributed, gloo CPU collectives, 4 fake devices each) train LoRA as one
 (data=2, fsdp=2, tensor=2) mesh: each process feeds its half of every effective batch, and the loss curve,
 the adapters and the validation metrics equal a single-process, single-device run."""
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 COMMON = textwrap.dedent("""
     import numpy as np
@@ -52,6 +45,8 @@ COMMON = textwrap.dedent("""
         return losses, ev
 """)
 
+from tests.multiproc import run_two_processes
+
 WORKER = textwrap.dedent("""
     import json, os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
@@ -68,26 +63,9 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_train_as_one_mesh(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path / f"out{i}.json")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    logs = [p.communicate(timeout=600)[0] for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
-    results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
+    results = run_two_processes(WORKER, tmp_path, timeout=600)
 
     namespace: dict = {}
     exec(COMMON, namespace)  # the same model, data and steps in this process, on one device

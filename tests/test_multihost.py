@@ -3,19 +3,14 @@
 Each process contributes its slice of every global batch; a jitted reduction over the global arrays
 must equal the single-process answer. This exercises the multi-host path, not only its code.
 """
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 
 from rallrec_jax.data import batching
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+from tests.multiproc import run_two_processes
 
 WORKER = textwrap.dedent("""
     import json, os, sys
@@ -35,25 +30,8 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_feed_one_mesh(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, str(script), str(port), str(i), str(tmp_path / f"out{i}.json")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, log[-3000:]
-    results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
+    results = run_two_processes(WORKER, tmp_path, timeout=300)
     # The single-process answer for the same global batches.
     arrays = {"x": np.arange(50, dtype=np.float32), "w": np.linspace(0, 1, 50).astype(np.float32)}
     expected = [float(np.sum(b["x"] * b["w"] * b["mask"]))
