@@ -292,7 +292,8 @@ def results_table(results: Mapping, config) -> dict:
         row = entry["row"]
         rows.append({"table": row["table"], "group": "LLM" if row["name"] != "RALLRec" else "Ours",
                      "model": row["name"], "metrics": entry["metrics"]})
-    merged = ((results.get("reasoning") or {}).get("merge") or {}).get("rows", [])
+    merge_info = (results.get("reasoning") or {}).get("merge") or {}
+    merged = merge_info.get("rows", [])
     for entry in merged:
         m = {k: entry[k] for k in ("auc", "logloss", "acc")}
         if entry["model"] == "merged (RALLRec+)":
@@ -307,6 +308,9 @@ def results_table(results: Mapping, config) -> dict:
             continue
         lines += [f"## {title}", "", "| group | model | AUC | LogLoss | ACC |", "|---|---|---|---|---|"]
         lines += [f"| {r['group']} | {r['model']} | {_metric_cells(r['metrics'])} |" for r in chosen]
+        if table in ("main", "ablation") and merged:
+            lines.append(f"\nRALLRec+ and the reasoning rows cover the first {merge_info.get('n')} of these rows "
+                         "(`reasoning.num_rows`).")
         lines.append("")
     return {"rows": rows, "markdown": "\n".join(lines)}
 
