@@ -7,28 +7,9 @@ prompts) and their P(Yes), saved under workdir/reasoning/ as they finish; a kill
   python experiments/reason.py ... --config.reasoning.llm_path=/models/DeepSeek-R1-Distill-Llama-8B
 Then experiments/merge.py for the results table, the sweeps and the figures.
 """
-import json
-import os
-import sys
+from _main import print_json, run
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from rallrec_jax.reasoning import stage  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.INFO)
-    summary = stage.reason(_CONFIG.value, os.path.abspath(_WORKDIR.value))
-    print(json.dumps(summary, indent=1, default=str))
-
+from rallrec_jax.reasoning import stage
 
 if __name__ == "__main__":
-    app.run(main)
+    run(lambda config, workdir: print_json(stage.reason(config, workdir)))

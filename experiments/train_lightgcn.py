@@ -2,7 +2,9 @@
 
   python experiments/train_lightgcn.py --config configs/quickstart.py --workdir /abs/workdir
 """
-from _retrieval_main import run
+from _main import print_json, run
+
+from rallrec_jax.retrieval import stage
 
 if __name__ == "__main__":
-    run("lightgcn")
+    run(lambda config, workdir: print_json(stage.run_step(config, workdir, "lightgcn")))
