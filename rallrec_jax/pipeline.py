@@ -80,7 +80,7 @@ class Pipeline:
         self.results: dict = {}
         self._data: ctr.CTRData | None = None
         self._stage: retrieval_stage.RetrievalStage | None = None
-        self._tools = None
+        self._loaded_models = None
 
     # ---- bookkeeping --------------------------------------------------------------------------
     def fingerprints(self) -> dict[str, str]:
@@ -187,13 +187,13 @@ class Pipeline:
         """(zero-shot base, tuned model with the best adapters merged, tokenizer), loaded once per run."""
         from flax import nnx
 
-        if self._tools is None:
+        if self._loaded_models is None:
             base, tokenizer = finetune_lib.load_base(self.config)
             tuned = nnx.clone(base)
             evaluate_lib.attach_adapters(tuned, finetune_lib.lora_config(self.config.lora),
                                          evaluate_lib.adapters_dir(self.config, self.workdir, "best"))
-            self._tools = (base, tuned, tokenizer)
-        return self._tools
+            self._loaded_models = (base, tuned, tokenizer)
+        return self._loaded_models
 
     def rallrec_histories(self) -> dict[str, ex_lib.HistoryFn]:
         r = self.config.retrieval
@@ -217,25 +217,26 @@ class Pipeline:
                         "probabilities": f"evaluate/{tag}.npy"}
         return out
 
-    def reasoning_config(self) -> ml_collections.ConfigDict:
-        """The reasoning stage reads M_G's predictions for the RALLRec prompts (retrieval order, tuned)."""
-        config = ml_collections.ConfigDict(self.config.to_dict())
-        config.evaluate.order = self.config.retrieval.order
-        config.evaluate.adapters = "best"
-        return config
+    def reasoning_dir(self) -> pathlib.Path:
+        """Reasoning artifacts live in a folder per fingerprint: the reasoning stage caches P_G and the hinted
+        traces by their settings, which cannot see that M_G's weights changed when the tuning reran. A new
+        fingerprint (any upstream change) therefore starts a fresh folder; the same one resumes."""
+        return self.workdir / "reasoning_runs" / self.fingerprints()["reasoning"]
 
     def stage_reasoning(self) -> dict:
         from rallrec_jax.reasoning import stage as reasoning_stage
 
-        config = self.reasoning_config()
-        _, tuned, tokenizer = self._models()
-        histories = self.rallrec_histories()
-        # M_G's adapters are already merged into `tuned`: evaluate must not attach them again.
+        # M_G reads the RALLRec prompts (retrieval order). Its adapters are already merged into `tuned`,
+        # so evaluate must not attach any.
+        config = ml_collections.ConfigDict(self.config.to_dict())
+        config.evaluate.order = self.config.retrieval.order
         config.evaluate.adapters = ""
-        summary = reasoning_stage.reason(config, self.workdir, data=self.data, histories=histories,
+        _, tuned, tokenizer = self._models()
+        folder = self.reasoning_dir()
+        summary = reasoning_stage.reason(config, folder, data=self.data, histories=self.rallrec_histories(),
                                          general_model=tuned, general_tokenizer=tokenizer)
-        merged = reasoning_stage.merge_results(config, self.workdir)
-        return {"reason": summary, "merge": merged, "example_trace": example_trace(self.workdir)}
+        merged = reasoning_stage.merge_results(config, folder)
+        return {"reason": summary, "merge": merged, "example_trace": example_trace(folder), "folder": str(folder)}
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None) -> dict:
