@@ -75,6 +75,7 @@ class RetrievalStage:
         self.root.mkdir(parents=True, exist_ok=True)
         self._tools = tools
         self.mesh = mesh
+        self._similarities: dict[str, mix.ItemSimilarity] = {}
         self.base = {"data": data.fingerprint()}
 
     @property
@@ -150,8 +151,15 @@ class RetrievalStage:
 
     # ---- similarity and retrieval -------------------------------------------------------------
     def similarity(self, kind: str | None = None) -> mix.ItemSimilarity:
+        """The item similarity of one embedding kind, built once per stage object."""
         c = self.config
         kind = kind or c["kind"]
+        if kind not in self._similarities:
+            self._similarities[kind] = self._build_similarity(kind)
+        return self._similarities[kind]
+
+    def _build_similarity(self, kind: str) -> mix.ItemSimilarity:
+        c = self.config
         text = self.text_embeddings() if kind in ("text", "mix", "mix3", "hybrid") else None
         colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3", "hybrid") else None
         ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
