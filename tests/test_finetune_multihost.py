@@ -47,16 +47,7 @@ COMMON = textwrap.dedent("""
 
 from tests.multiproc import run_two_processes
 
-WORKER = textwrap.dedent("""
-    import json, os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    import jax
-    from rallrec_jax import parallel
-    port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    parallel.initialize_distributed(f"127.0.0.1:{port}", 2, pid, cpu_collectives=True)
-    assert jax.device_count() == 8 and jax.local_device_count() == 4
-""") + COMMON + textwrap.dedent("""
+WORKER = COMMON + textwrap.dedent("""
     from rallrec_jax import parallel
     losses, ev = train(parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}))
     json.dump({"losses": losses, "eval": ev, "process": jax.process_index()}, open(out, "w"))
