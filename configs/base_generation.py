@@ -47,7 +47,7 @@ def add_generation(config: ml_collections.ConfigDict, sample_size: int = 8192) -
     f.seed = 42  # LoRA init, data order, dropout
     f.min_bucket = 16
     f.double_softmax = False  # for the validation AUC
-    f.remat = "none"  # per-block rematerialisation: none | attention (recompute L x L scores) | full
+    f.remat = "attention"  # per-block remat: none | attention (keep matmuls, recompute scores) | full (keep inputs)
     f.progress = True
 
     e = config.evaluate = ml_collections.ConfigDict()

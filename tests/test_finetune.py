@@ -18,7 +18,7 @@ from rallrec_jax.generation import prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
-from rallrec_jax.llm.model import create_model
+from rallrec_jax.llm.model import create_model, positions_from_mask
 
 SMALL = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                   head_dim=8, max_position_embeddings=512, tie_word_embeddings=True)
@@ -101,24 +101,55 @@ def test_only_answer_tokens_contribute_to_the_loss():
         assert batch["ans_tok"][i].tolist() == list(e.answer_ids)
 
 
-@pytest.mark.parametrize("remat", ["attention", "full"])
-def test_rematerialised_forward_and_gradients_equal_the_model(remat):
+def _unrolled_answer_logits(model, batch):
+    """The model's own forward (blocks unrolled in Python): the reference for the scanned training forward."""
+    hidden = model(batch["tokens"], positions_from_mask(batch["mask"]), batch["mask"].astype(bool),
+                   return_hidden=True)
+    h = jnp.take_along_axis(hidden, batch["ans_pos"][..., None].astype(jnp.int32), axis=1)
+    return model.head(h)
+
+
+@pytest.mark.parametrize("remat", ["none", "attention", "full"])
+def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
     model = lora_model(SMALL, dropout=0.0)
     batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
     graphdef, lora, rest = nnx.split(model, nnx.LoRAParam, ...)
 
     def loss(lora, mode):
         m = nnx.merge(graphdef, lora, rest)
-        return ft.token_cross_entropy(ft.answer_logits(m, batch, mode), batch["ans_tok"], batch["ans_w"])
+        logits = _unrolled_answer_logits(m, batch) if mode == "unrolled" else ft.answer_logits(m, batch, mode)
+        return ft.token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
 
     lora = jax.tree.map(lambda x: x + 0.01, lora)  # non-zero B so every adapter has a gradient
-    want_loss, want_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, "none")))(lora)
+    want_loss, want_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, "unrolled")))(lora)
     got_loss, got_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, remat)))(lora)
     assert abs(float(got_loss) - float(want_loss)) < 1e-5
     for a, b in zip(jax.tree.leaves(want_grad), jax.tree.leaves(got_grad)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="finetune.remat='some'"):
         ft.TrainSettings(remat="some")
+
+
+def test_scanned_forward_draws_the_unrolled_dropout_masks():
+    """Each block keeps its own RNG stream through the stacking: with dropout on, the scanned training forward
+    equals the unrolled one draw for draw (and differs from the dropout-free forward, so masks are applied)."""
+    model = lora_model(SMALL, dropout=0.5)
+    batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
+    model.train()
+    graphdef, lora, rngs, rest = nnx.split(model, nnx.LoRAParam, nnx.RngState, ...)
+    lora = jax.tree.map(lambda x: x + 0.05, lora)
+
+    def logits(mode, key):
+        m = nnx.merge(graphdef, lora, ft.reseeded(rngs, key), rest)
+        return _unrolled_answer_logits(m, batch) if mode == "unrolled" else ft.answer_logits(m, batch, mode)
+
+    key = jax.random.key(3)
+    want = jax.jit(lambda k: logits("unrolled", k))(key)
+    for mode in ("none", "full"):
+        np.testing.assert_allclose(np.asarray(jax.jit(lambda k, m=mode: logits(m, k))(key)), np.asarray(want),
+                                   atol=1e-5, rtol=1e-5)
+    other = jax.jit(lambda k: logits("none", k))(jax.random.key(4))
+    assert float(jnp.max(jnp.abs(other - want))) > 1e-4
 
 
 # ----------------------------------------------------------------------------- examples on real data
