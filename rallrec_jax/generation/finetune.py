@@ -204,27 +204,6 @@ def optimizer(settings: TrainSettings, total_steps: int) -> optax.GradientTransf
 
 
 # ----------------------------------------------------------------------------- trainer
-def place_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
-    """Every variable into its logical sharding on `mesh`, in place. One process: `shard_model`. Several
-    processes: each holds the full host copy and builds the global array from its addressable shards
-    (`jax.device_put` cannot target another process's devices)."""
-    if jax.process_count() == 1:
-        return shard_model(model, mesh)
-    state = nnx.state(model)
-    shardings = param_shardings(state, mesh)
-
-    def put(x, sharding):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            raw = np.asarray(jax.random.key_data(x))
-            arr = jax.make_array_from_callback(raw.shape, sharding, lambda idx: raw[idx])
-            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    nnx.update(model, jax.tree.map(put, state, shardings))
-    return model
-
-
 def reseeded(rng_state: nnx.State, key: jax.Array) -> nnx.State:
     """The model's RNG streams (dropout) with key_i = fold_in(key, i) and counts 0: a fresh, deterministic
     draw for every micro-batch, independent of how many steps ran before (so resuming is exact)."""
@@ -251,7 +230,7 @@ class Trainer:
         if settings.eval_batch % dp:
             raise ValueError(f"finetune.eval_batch={settings.eval_batch} must be a multiple of the "
                              f"{dp} data-parallel devices of the mesh {dict(mesh.shape)}")
-        self.model = place_model(model, mesh)
+        self.model = shard_model(model, mesh)
         self.yes_no = yes_no
         model.train()
         self.graphdef_train = nnx.graphdef(model)

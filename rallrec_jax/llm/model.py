@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -291,10 +292,26 @@ def create_model(cfg: LlmConfig, mesh: Mesh | None = None, seed: int = 0) -> Llm
 
 
 def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
-    """Moves every parameter of an existing model into its logical sharding on `mesh` (in place)."""
+    """Moves every variable of an existing model into its logical sharding on `mesh` (in place).
+
+    One process: `jax.device_put`. Several processes (`jax.distributed`): device_put cannot target another
+    process's devices, so each process, holding the full host copy, builds the global array from its own
+    addressable shards."""
     state = nnx.state(model)
     shardings = param_shardings(state, mesh)
-    nnx.update(model, jax.device_put(state, shardings))
+    if jax.process_count() == 1:
+        nnx.update(model, jax.device_put(state, shardings))
+        return model
+
+    def put(x, sharding):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            raw = np.asarray(jax.random.key_data(x))
+            arr = jax.make_array_from_callback(raw.shape, sharding, lambda idx: raw[idx])
+            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    nnx.update(model, jax.tree.map(put, state, shardings))
     return model
 
 
