@@ -51,6 +51,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["rallrec_jax", "rallrec_jax.*"]),
+    # The native LightGCN kernel is compiled from source at first use (rallrec_jax/retrieval/native.py).
+    package_data={"rallrec_jax.retrieval": ["csrc/*.cc"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     license="MIT",

@@ -174,7 +174,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--propagation", default="auto", help="the JAX side's propagation (auto = native on CPU)")
     parser.add_argument("--jraph_epochs", type=int, default=2, help="epochs timed on the jraph (gather) path")
+    parser.add_argument("--sparse_epochs", type=int, default=3, help="epochs timed on XLA's BCSR path")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the fastest of 1..cores")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -203,7 +205,8 @@ def main():
     # Epochs interleave (JAX first on even epochs, torch first on odd ones) so that both see the same
     # load on a shared machine; the ratio is of medians over epochs 2.. (epoch 1 holds JAX's compile).
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
-    jax_run = L.LightGCNTrainer(tu, ti, nu, ni, L.LightGCNConfig(), mesh=mesh)
+    propagation = L.resolve_propagation(args.propagation)
+    jax_run = L.LightGCNTrainer(tu, ti, nu, ni, L.LightGCNConfig(propagation=propagation), mesh=mesh)
     torch_run = TorchLightGCN(tu, ti, nu, ni)
     jax_times, torch_times, jax_losses, torch_losses = [], [], [], []
 
@@ -228,12 +231,18 @@ def main():
     torch_epoch = statistics.median(torch_times[1:]) if len(torch_times) > 1 else torch_times[0]
     jm = jax_run.evaluate((eu, ei))
     tm = L.topk_metrics(*torch_run.embeddings(), (tu, ti), (eu, ei), k=20)
-    print(f"jax  (BCSR propagation, epoch in one jitted scan): first epoch {jax_times[0]:.2f}s (compile), "
+    print(f"jax  ({propagation} propagation, epoch in one jitted scan): first epoch {jax_times[0]:.2f}s (compile), "
           f"median {jax_epoch:.3f}s/epoch, loss {jax_losses[-1]:.4f}, recall@20 {jm['recall@20']:.4f}, "
           f"ndcg@20 {jm['ndcg@20']:.4f}", flush=True)
     print(f"torch (CSR sparse.mm, custom backward): median {torch_epoch:.3f}s/epoch, loss "
           f"{torch_losses[-1]:.4f}, recall@20 {tm['recall@20']:.4f}, ndcg@20 {tm['ndcg@20']:.4f}", flush=True)
 
+    sparse_epoch = None
+    if args.sparse_epochs > 0 and propagation != "sparse":
+        scfg = L.LightGCNConfig(epochs=args.sparse_epochs + 1, propagation="sparse", eval_every=0)
+        sp = L.train_lightgcn(tu, ti, nu, ni, scfg, mesh=mesh)
+        sparse_epoch = statistics.median(m["seconds"] for m in sp.metrics[1:])
+        print(f"jax BCSR (XLA's single-threaded sparse kernel) path: median {sparse_epoch:.3f}s/epoch", flush=True)
     jraph_epoch = None
     if args.jraph_epochs > 0:
         jcfg = L.LightGCNConfig(epochs=args.jraph_epochs + 1, propagation="jraph", eval_every=0)
@@ -249,7 +258,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"epochs": args.epochs, "jax_s_per_epoch": jax_epoch, "torch_s_per_epoch": torch_epoch,
-                       "ratio": ratio, "jraph_s_per_epoch": jraph_epoch, "jax": jm, "torch": tm,
+                       "ratio": ratio, "propagation": propagation,
+                       "sparse_s_per_epoch": sparse_epoch, "jraph_s_per_epoch": jraph_epoch, "jax": jm, "torch": tm,
                        "popularity": pop, "jax_times": jax_times, "torch_times": torch_times}, f, indent=1)
 
 

@@ -6,11 +6,12 @@ jraph `GraphNetwork` whose edge update scales the sender's embedding by the edge
 update is the segment-sum of the received messages, i.e. x' = D^-1/2 A D^-1/2 x. The readout is the mean
 over layers 0..L.
 
-XLA on CPU is slow at the row gathers `x[senders]` (environment.md: ~65 ms per layer on ML-1M), so a
-second propagation path multiplies by the same normalised adjacency held as a
-`jax.experimental.sparse.BCSR` matrix (a CPU custom call, ~3 ms). The adjacency is symmetric, so its
-`custom_vjp` backward is the same product applied to the cotangent. Tests hold the two paths equal
-(values and gradients); "auto" picks the sparse path on CPU and jraph elsewhere.
+XLA on CPU is slow at the row gathers `x[senders]` (environment.md: ~65 ms per layer on ML-1M), so two
+more propagation paths multiply by the same normalised adjacency held in CSR form: "sparse", a
+`jax.experimental.sparse.BCSR` matrix (XLA's single-threaded CPU kernel, ~1.9 ms on ML-1M), and "native",
+our multi-threaded FFI kernel (`native.py`, ~0.8 ms with 2 cores). The adjacency is symmetric, so their
+`custom_vjp` backward is the same product applied to the cotangent. Tests hold the paths equal (values and
+gradients); "auto" picks native on CPU (BCSR when no compiler is at hand) and jraph on GPU/TPU.
 
 Training: BPR with one uniform negative per positive drawn on device (re-drawn while it hits a training
 positive), L2 on the batch's layer-0 rows, Adam; one jitted `lax.scan` runs a whole epoch, its batches
@@ -38,8 +39,9 @@ from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rallrec_jax import parallel
+from rallrec_jax.retrieval import native
 
-PROPAGATIONS = ("auto", "jraph", "sparse")
+PROPAGATIONS = ("auto", "jraph", "sparse", "native")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,8 @@ class LightGCNConfig:
     batch_size: int = 2048
     epochs: int = 50
     seed: int = 0
-    propagation: str = "auto"  # "auto" | "jraph" | "sparse"
+    propagation: str = "auto"  # "auto" | "jraph" | "sparse" (XLA BCSR) | "native" (threaded FFI kernel)
+    native_threads: int = 0  # threads of the native kernel; 0 = every core this process may use
     init: str = "normal"  # "normal" (std init_std) | "xavier"
     init_std: float = 0.1
     neg_rejection_rounds: int = 4  # re-draws of a negative that is a training positive of its user
@@ -67,6 +70,8 @@ class LightGCNConfig:
             raise ValueError(f"config.propagation={self.propagation!r} is not one of {PROPAGATIONS}")
         if self.init not in ("normal", "xavier"):
             raise ValueError(f"config.init={self.init!r} is not 'normal' or 'xavier'")
+        if self.native_threads < 0:
+            raise ValueError(f"config.native_threads must be >= 0, got {self.native_threads}")
         for name in ("dim", "batch_size", "eval_k", "eval_batch_users", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"config.{name} must be positive, got {getattr(self, name)}")
@@ -196,7 +201,54 @@ def propagate_sparse(adj: jsparse.BCSR, x: jax.Array) -> jax.Array:
     return _sym_spmm(adj.data, adj.indices, adj.indptr, x)
 
 
-Operator = jraph.GraphsTuple | jsparse.BCSR
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NativeCsr:
+    """The symmetric normalised adjacency for the native kernel: CSR arrays plus the thread count (static)."""
+
+    data: jax.Array  # [nnz] float32
+    indices: jax.Array  # [nnz] int32 column (sender) ids
+    indptr: jax.Array  # [N + 1] int32 row (receiver) offsets
+    threads: int = dataclasses.field(default=0, metadata={"static": True})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = self.indptr.shape[0] - 1
+        return n, n
+
+
+def graph_to_native(graph: jraph.GraphsTuple, threads: int = 0) -> NativeCsr:
+    """The graph's adjacency for the native kernel (the same CSR arrays as `graph_to_bcsr`), checked once."""
+    adj = graph_to_bcsr(graph)
+    native.check_csr(np.asarray(adj.data), np.asarray(adj.indices), np.asarray(adj.indptr), adj.shape)
+    return NativeCsr(adj.data, adj.indices, adj.indptr, threads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _sym_native(data, indices, indptr, x, threads):
+    return native.csr_matmul(data, indices, indptr, x, threads)
+
+
+def _sym_native_fwd(data, indices, indptr, x, threads):
+    return _sym_native(data, indices, indptr, x, threads), (data, indices, indptr)
+
+
+def _sym_native_bwd(threads, residuals, g):
+    data, indices, indptr = residuals
+    return None, None, None, native.csr_matmul(data, indices, indptr, g, threads)  # A^T g = A g
+
+
+_sym_native.defvjp(_sym_native_fwd, _sym_native_bwd)
+
+
+def propagate_native(adj: NativeCsr, x: jax.Array) -> jax.Array:
+    """One LightGCN layer with the native threaded kernel: [N, D] -> [N, D]; gradients flow to x only."""
+    if adj.shape != (x.shape[0], x.shape[0]):
+        raise ValueError(f"adjacency shape {adj.shape} does not match embeddings {x.shape}")
+    return _sym_native(adj.data, adj.indices, adj.indptr, x, adj.threads)
+
+
+Operator = jraph.GraphsTuple | jsparse.BCSR | NativeCsr
 
 
 def propagate(operator: Operator, x: jax.Array) -> jax.Array:
@@ -204,7 +256,10 @@ def propagate(operator: Operator, x: jax.Array) -> jax.Array:
         return propagate_jraph(operator, x)
     if isinstance(operator, jsparse.BCSR):
         return propagate_sparse(operator, x)
-    raise TypeError(f"operator must be a jraph.GraphsTuple or a BCSR matrix, got {type(operator).__name__}")
+    if isinstance(operator, NativeCsr):
+        return propagate_native(operator, x)
+    raise TypeError(f"operator must be a jraph.GraphsTuple, a BCSR or a NativeCsr matrix, "
+                    f"got {type(operator).__name__}")
 
 
 def layer_mean(operator: Operator, e0: jax.Array, num_layers: int) -> jax.Array:
@@ -216,13 +271,42 @@ def layer_mean(operator: Operator, e0: jax.Array, num_layers: int) -> jax.Array:
     return total / (num_layers + 1)
 
 
-def make_operator(graph: jraph.GraphsTuple, propagation: str) -> Operator:
-    """The propagation operator for "jraph", "sparse", or "auto" (sparse on CPU, jraph on GPU/TPU)."""
+def resolve_propagation(propagation: str) -> str:
+    """"auto" -> "native" on CPU (or "sparse" when the native kernel cannot be built here), "jraph" on
+    GPU/TPU; an explicit choice is returned as is ("native" off CPU is refused)."""
     if propagation not in PROPAGATIONS:
         raise ValueError(f"propagation={propagation!r} is not one of {PROPAGATIONS}")
-    if propagation == "auto":
-        propagation = "sparse" if jax.default_backend() == "cpu" else "jraph"
-    return graph if propagation == "jraph" else graph_to_bcsr(graph)
+    cpu = jax.default_backend() == "cpu"
+    if propagation == "native":
+        if not cpu:
+            raise ValueError("propagation='native' is a CPU kernel; use 'jraph' (or 'auto') on GPU/TPU")
+        reason = native.unavailable_reason()
+        if reason is not None:
+            raise native.NativeUnavailable(f"propagation='native' is unavailable: {reason}")
+    if propagation != "auto":
+        return propagation
+    if not cpu:
+        return "jraph"
+    reason = native.unavailable_reason()
+    if reason is not None:
+        _warn_native_once(reason)
+        return "sparse"
+    return "native"
+
+
+@functools.cache
+def _warn_native_once(reason: str) -> None:
+    logging.warning("LightGCN falls back to XLA's single-threaded BCSR kernel: %s", reason)
+
+
+def make_operator(graph: jraph.GraphsTuple, propagation: str, threads: int = 0) -> Operator:
+    """The propagation operator for "jraph", "sparse", "native", or "auto" (see `resolve_propagation`)."""
+    propagation = resolve_propagation(propagation)
+    if propagation == "jraph":
+        return graph
+    if propagation == "native":
+        return graph_to_native(graph, threads)
+    return graph_to_bcsr(graph)
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -450,7 +534,7 @@ class LightGCNTrainer:
 
         graph = build_graph(tu, ti, num_users, num_items)
         self.replicated = NamedSharding(mesh, PartitionSpec())
-        self.operator = jax.device_put(make_operator(graph, cfg.propagation), self.replicated)
+        self.operator = jax.device_put(make_operator(graph, cfg.propagation, cfg.native_threads), self.replicated)
         self._train_u = jax.device_put(jnp.asarray(tu), self.replicated)
         self._train_i = jax.device_put(jnp.asarray(ti), self.replicated)
         self._positive_keys = jax.device_put(jnp.asarray(tu * num_items + ti, jnp.int32), self.replicated)
