@@ -18,7 +18,7 @@ def retrieval_config() -> ml_collections.ConfigDict:
                                                 seed=0, propagation="auto", eval_every=0, checkpoint_every=5))
     r.ssl = ml_collections.ConfigDict(dict(hidden=512, temperature=1.0, negatives="all", batch_size=0, lr=1e-3,
                                            weight_decay=1e-4, epochs=300, seed=0))
-    r.kind = "mix3"  # text | colla | mix | mix3 | hybrid (Table 6)
+    r.kind = "mix3"  # text | colla | mix | mix3 (Table 6) | hybrid (score mix) | retri_then_mix (Fig. 8)
     r.style = "paper"  # "paper": per-row L2 blocks; "official": PCA text, max-norm blocks, cosine
     r.pca_dim = 128
     r.k_history = 30

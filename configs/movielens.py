@@ -13,4 +13,5 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.reasoning = base_reasoning.reasoning_config()
     config.retrieval = base_retrieval.retrieval_config()
     base_pipeline.add_pipeline(config)
+    config.pipeline.retrieval_ablation = True  # Fig. 8 rows (the paper shows MovieLens only)
     return base_scale.apply_variant(config, variant)

@@ -4,6 +4,11 @@
          -> deepfm (ID baseline) -> finetune (LoRA, mixed retrieval prompts) -> evaluate (every table row)
          -> reasoning (K traces with the hint, merging) -> report (Markdown + JSON tables, figures)
 
+Fig. 8 (inference-time retrieval x training data) spans two runs: this run's tuned model under four
+retrievals (`pipeline.retrieval_ablation`) is one training-data column, the tuning set being
+`pipeline.train_kind` ("text" = RAG-enhanced, "" = recent behaviour); `figure8(workdirs)` draws one or two
+runs' columns side by side.
+
 Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of every setting it
 depends on (its own and its inputs') and its summary. A stage whose marker matches is skipped; a changed
 setting reruns that stage and everything downstream of it. Inside a stage the work resumes too: the
@@ -47,15 +52,27 @@ def _fingerprint(*parts) -> str:
 class EvalRow:
     """One row of the results tables: which model, which retrieval, which history order."""
 
-    table: str  # "main" (Table 4) or "embedding" (Table 6)
+    table: str  # "main" (Table 4), "embedding" (Table 6) or "retrieval" (Fig. 8)
     name: str
     tuned: bool
     kind: str | None  # retrieval embedding; None for the `simple` order
     order: str
 
+    @property
+    def scoring(self) -> tuple[str | None, str, bool]:
+        """What decides the model's probabilities: two rows with equal keys are one evaluation."""
+        return (self.kind, self.order, self.tuned)
+
+
+# Fig. 8's inference-time retrievals, in the paper's order: (label, kind, order). Recent = no retrieval;
+# Retri.-then-Mix = half text, half ID ranking; Mix-then-Retri. = one ranking of the mixed embedding
+# (RALLRec's `mix3`) without reranking; ReRank = that ranking through the eq. 8 reranker.
+FIG8_RETRIEVALS = (("Recent", None, "simple"), ("Retri.-then-Mix", "retri_then_mix", "high"),
+                   ("Mix-then-Retri.", "mix3", "high"), ("ReRank", "mix3", "rerank"))
+
 
 def evaluation_rows(config) -> list[EvalRow]:
-    """Table 4's LLM rows and Table 6's embedding rows that the config asks for."""
+    """Table 4's LLM rows, Table 6's embedding rows and Fig. 8's retrieval rows that the config asks for."""
     p = config.pipeline
     rows = [EvalRow("main", "Zero-shot LLM", False, None, "simple"),
             EvalRow("main", "ReLLa (text retrieval)", True, "text", "high"),
@@ -64,6 +81,8 @@ def evaluation_rows(config) -> list[EvalRow]:
     if p.embedding_ablation:
         names = {"text": "Text-based", "colla": "ID-based", "mix": "Concat. w/o SSL", "mix3": "Concat. w/ SSL"}
         rows += [EvalRow("embedding", label, True, kind, "high") for kind, label in names.items()]
+    if p.retrieval_ablation:
+        rows += [EvalRow("retrieval", label, True, kind, order) for label, kind, order in FIG8_RETRIEVALS]
     return rows
 
 
@@ -148,7 +167,8 @@ class Pipeline:
 
     def stage_retrieval(self) -> dict:
         rows = {"test": self.eval_rows()}
-        kinds = sorted({r.kind for r in evaluation_rows(self.config) if r.kind} | {self.config.pipeline.train_kind})
+        kinds = sorted({r.kind for r in evaluation_rows(self.config) if r.kind} | {self.config.pipeline.train_kind}
+                       - {""})  # "" = tuned on recent behaviour: no embedding
         summary = {"collaborative": retrieval_stage.evaluate_collaborative(self.retrieval, "validation")}
         for kind in kinds:
             self.progress(f"[retrieval] {kind} embeddings and histories")
@@ -200,14 +220,24 @@ class Pipeline:
         return {r.order: retrieved_history(self.retrieval, {"test": self.eval_rows()}, r.order, r.kind)}
 
     def stage_evaluate(self) -> dict:
+        """Every table row's metrics. A row scored exactly as an earlier one (same model, retrieval kind and
+        order: Fig. 8's ReRank is RALLRec's default, Mix-then-Retri. Table 6's concat w/ SSL) reuses its
+        evaluation and probabilities instead of scoring the test rows twice."""
         rows = self.eval_rows()
         base, tuned, tokenizer = self._models()
         out = {}
+        scored: dict[tuple, str] = {}  # EvalRow.scoring -> tag of its evaluation
         for row in evaluation_rows(self.config):
+            tag = f"{row.table}_{row.kind or 'recent'}_{row.order}_{'tuned' if row.tuned else 'zeroshot'}"
+            if row.scoring in scored:
+                first = out[scored[row.scoring]]
+                out[tag] = {"row": dataclasses.asdict(row), "metrics": first["metrics"],
+                            "probabilities": first["probabilities"], "same_as": scored[row.scoring]}
+                self.progress(f"[evaluate] {row.name}: as {first['row']['name']}")
+                continue
             histories = {}
             if row.kind:
                 histories[row.order] = retrieved_history(self.retrieval, {"test": rows}, row.order, row.kind)
-            tag = f"{row.table}_{row.kind or 'recent'}_{row.order}_{'tuned' if row.tuned else 'zeroshot'}"
             self.progress(f"[evaluate] {row.name}")
             # The tuned model already holds its merged adapters: evaluate it as it is.
             result = evaluate_lib.evaluate(self.config, self.workdir, "", order=row.order, split="test",
@@ -215,6 +245,7 @@ class Pipeline:
                                            model=tuned if row.tuned else base, tokenizer=tokenizer, tag=tag)
             out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"],
                         "probabilities": f"evaluate/{tag}.npy"}
+            scored[row.scoring] = tag
         return out
 
     def reasoning_dir(self) -> pathlib.Path:
@@ -258,6 +289,12 @@ class Pipeline:
         table = results_table(self.results, self.config)
         out = self.workdir / "report"
         out.mkdir(parents=True, exist_ok=True)
+        if any(r["table"] == "retrieval" for r in table["rows"]):
+            # This run's training-data column of Fig. 8; figure8() joins it with the other run's.
+            from rallrec_jax.reasoning import analysis
+
+            table["figures"] = {"figure8": analysis.save_figure(figure8_numbers([table]),
+                                                                str(out / "figure8.png"))[0]}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
             tmp = out / f".{name}.tmp"
             tmp.write_text(text)
@@ -284,15 +321,28 @@ def _metric_cells(m: Mapping[str, float]) -> str:
     return f"{m['auc']:.4f} | {m['logloss']:.4f} | {m['acc']:.4f}"
 
 
+def training_data(train_kind: str) -> str:
+    """Fig. 8's name for a tuning set: "Recent Behavior" (no retrieval) or "RAG-enhanced" (text retrieval)."""
+    if not train_kind:
+        return "Recent Behavior"
+    return "RAG-enhanced" if train_kind == "text" else f"RAG-enhanced ({train_kind})"
+
+
 def results_table(results: Mapping, config) -> dict:
-    """Rows as the paper's Tables 4 to 6, for the evaluated test rows of one data set."""
+    """Rows as the paper's Tables 4 to 6 and Fig. 8, for the evaluated test rows of one data set.
+
+    Returns {"rows": [{table, group, model, metrics}], "markdown", "data", "train_kind"}; Fig. 8 rows are
+    grouped by the tuning set (`training_data`), which `figure8` reads back from results.json."""
+    train_kind = config.pipeline.train_kind
     rows = []
     if "deepfm" in results:
         rows.append({"table": "main", "group": "ID", "model": "DeepFM", "metrics": results["deepfm"]["metrics"]})
     for tag, entry in (results.get("evaluate") or {}).items():
         row = entry["row"]
-        rows.append({"table": row["table"], "group": "LLM" if row["name"] != "RALLRec" else "Ours",
-                     "model": row["name"], "metrics": entry["metrics"]})
+        group = "LLM" if row["name"] != "RALLRec" else "Ours"
+        if row["table"] == "retrieval":
+            group = f"tuned on {training_data(train_kind)}"
+        rows.append({"table": row["table"], "group": group, "model": row["name"], "metrics": entry["metrics"]})
     merge_info = (results.get("reasoning") or {}).get("merge") or {}
     merged = merge_info.get("rows", [])
     for entry in merged:
@@ -301,7 +351,7 @@ def results_table(results: Mapping, config) -> dict:
             rows.append({"table": "main", "group": "Ours", "model": "RALLRec+", "metrics": m})
         rows.append({"table": "ablation", "group": "reasoning", "model": entry["model"], "metrics": m})
     titles = {"main": "Main results (Table 4)", "ablation": "KP / CM ablation (Table 5)",
-              "embedding": "Embeddings for retrieval (Table 6)"}
+              "embedding": "Embeddings for retrieval (Table 6)", "retrieval": "Inference-time retrieval (Fig. 8)"}
     lines = [f"# RALLRec+ on {config.data.name}: first {config.eval_size or 'all'} test rows", ""]
     for table, title in titles.items():
         chosen = [r for r in rows if r["table"] == table]
@@ -312,8 +362,59 @@ def results_table(results: Mapping, config) -> dict:
         if table in ("main", "ablation") and merged:
             lines.append(f"\nRALLRec+ and the reasoning rows cover the first {merge_info.get('n')} of these rows "
                          "(`reasoning.num_rows`).")
+        if table == "retrieval":
+            lines.append(f"\nThe model tuned on {training_data(train_kind)} (`pipeline.train_kind={train_kind!r}`); "
+                         "the other column of Fig. 8 is a run with the other tuning set (README).")
         lines.append("")
-    return {"rows": rows, "markdown": "\n".join(lines)}
+    return {"rows": rows, "markdown": "\n".join(lines), "data": config.data.name, "train_kind": train_kind}
+
+
+def figure8_numbers(tables: Sequence[Mapping]) -> dict:
+    """Fig. 8's bars from one or two `results_table` outputs (one per tuning set): AUC / ACC / LogLoss of
+    each inference-time retrieval, a series per run. JSON-ready, for analysis.save_figure."""
+    methods = [label for label, _, _ in FIG8_RETRIEVALS]
+    series = []
+    for table in tables:
+        got = {r["model"]: r["metrics"] for r in table["rows"] if r["table"] == "retrieval"}
+        missing = [m for m in methods if m not in got]
+        if missing:
+            raise ValueError(f"results of {table.get('workdir', 'a run')} lack the Fig. 8 rows {missing}; run the "
+                             "pipeline with --config.pipeline.retrieval_ablation=True")
+        if "train_kind" not in table:
+            raise ValueError(f"results of {table.get('workdir', 'a run')} do not name their tuning set; rerun "
+                             "its report stage")
+        series.append({"training": training_data(table["train_kind"]), "train_kind": table["train_kind"],
+                       "data": table.get("data"), "workdir": table.get("workdir"),
+                       **{m: [float(got[name][m]) for name in methods] for m in ("auc", "acc", "logloss")}})
+    if len({s["data"] for s in series}) > 1:
+        raise ValueError(f"Fig. 8 compares tuning sets on one data set, got {[s['data'] for s in series]}")
+    labels = [s["training"] for s in series]
+    for s in series:  # two runs on the same tuning set: tell them apart by their folders
+        if labels.count(s["training"]) > 1 and s["workdir"]:
+            s["training"] += f" ({pathlib.Path(s['workdir']).name})"
+    return {"figure": "inference_retrieval", "methods": methods, "series": series}
+
+
+def figure8(workdirs: Sequence[str | os.PathLike], path_png: str | os.PathLike | None = None) -> dict:
+    """Fig. 8 (AUC and ACC bars, inference-time retrieval x training data) from one or two pipeline workdirs,
+    each with report/results.json holding Fig. 8 rows (e.g. one tuned on RAG-enhanced prompts, one with
+    `pipeline.train_kind=""`). Writes the PNG and its JSON (default `<first workdir>/report/figure8_all.png`);
+    returns {"png", "json", "numbers"}."""
+    from rallrec_jax.reasoning import analysis
+
+    if not 1 <= len(workdirs) <= 2:
+        raise ValueError(f"Fig. 8 compares one or two runs (tuning sets), got {len(workdirs)} workdirs")
+    tables = []
+    for workdir in workdirs:
+        path = pathlib.Path(workdir).resolve() / "report" / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run the pipeline's report stage in {workdir} first")
+        tables.append({**json.loads(path.read_text()), "workdir": str(path.parents[1])})
+    numbers = figure8_numbers(tables)
+    if path_png is None:
+        path_png = pathlib.Path(workdirs[0]).resolve() / "report" / "figure8_all.png"
+    png, js = analysis.save_figure(numbers, str(path_png))
+    return {"png": png, "json": js, "numbers": numbers}
 
 
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str | os.PathLike,

@@ -102,3 +102,40 @@ def test_high_retrieval_equals_official_walk_of_global_ranking():
         walk = [i for i in np.argsort(-full[target], kind="stable") if i in set(hist.tolist())][:10]
         got = R.retrieve_samples([hist], [ratings], [target], sim, R.RetrievalConfig(order="high", k_history=10))
         np.testing.assert_array_equal(got[0][0], walk)
+
+
+@pytest.mark.parametrize("style", M.STYLES)
+def test_retri_then_mix_channels_are_the_text_and_colla_kinds(style):
+    both = M.ItemSimilarity("retri_then_mix", TEXT, COLLA, style=style, pca_dim=32)
+    assert both.channels == 2 and M.ItemSimilarity("mix3", TEXT, COLLA, SSL).channels == 1
+    full = both.matrix()
+    assert full.shape == (NUM_ITEMS, NUM_ITEMS, 2)
+    text = M.ItemSimilarity("text", TEXT, style=style, pca_dim=32).matrix()
+    colla = M.ItemSimilarity("colla", colla=COLLA, style=style).matrix()
+    np.testing.assert_allclose(full[..., 0], text, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full[..., 1], colla, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(text, colla)  # the two rankings really differ
+    assert np.all(full[5, :, 1] == 0)  # no interactions: colla 0, never NaN
+    with pytest.raises(ValueError, match="single embedding"):
+        M.mixed_embedding("retri_then_mix", TEXT, COLLA)
+    with pytest.raises(ValueError, match="colla"):
+        M.ItemSimilarity("retri_then_mix", TEXT, None)
+
+
+@pytest.mark.parametrize("k", [9, 10])
+def test_retri_then_mix_high_equals_official_hybrid_walk(k):
+    """The code's `hybrid_ret_get_prompt`: walk the text index keeping history members until K1 = (K+1)//2,
+    then the colla index keeping history members not taken yet until K2 = K - K1 more."""
+    sim = M.ItemSimilarity("retri_then_mix", TEXT, COLLA, style="official", pca_dim=32)
+    full = sim.matrix()
+    rng = np.random.default_rng(2)
+    k1 = (k + 1) // 2
+    for _ in range(20):
+        target = int(rng.integers(0, NUM_ITEMS))
+        hist = rng.choice(np.delete(np.arange(NUM_ITEMS), target), size=25, replace=False)
+        members = set(hist.tolist())
+        walk = [i for i in np.argsort(-full[target, :, 0], kind="stable") if i in members][:k1]
+        walk += [i for i in np.argsort(-full[target, :, 1], kind="stable") if i in members and i not in walk][:k - k1]
+        got = R.retrieve_samples([hist], [rng.integers(1, 6, 25)], [target], sim,
+                                 R.RetrievalConfig(order="high", k_history=k))
+        np.testing.assert_array_equal(got[0][0], walk)

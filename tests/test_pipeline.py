@@ -1,5 +1,6 @@
 """The pipeline end to end on the tiny config: killed during LoRA tuning, started again, it finishes
-without redoing the earlier stages and writes the results tables."""
+without redoing the earlier stages and writes the results tables. Also, without any model: which rows
+the config asks for, one evaluation per distinct scoring, and the Fig. 8 table and figure."""
 import json
 import os
 import pathlib
@@ -10,6 +11,10 @@ import time
 
 import pytest
 
+from configs import movielens as movielens_config
+from configs import quickstart as quickstart_config
+from configs import test as test_config
+from rallrec_jax import pipeline
 from tests.tiny_llm import make_tiny_llm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +28,7 @@ def tiny_env(tmp_path_factory):
 
 def _cmd(workdir):
     return [sys.executable, str(ROOT / "experiments" / "pipeline.py"), "--config", "configs/test.py:tiny",
-            "--workdir", str(workdir), "--config.finetune.epochs=3"]
+            "--workdir", str(workdir), "--config.finetune.epochs=3", "--config.pipeline.retrieval_ablation=True"]
 
 
 @pytest.mark.slow
@@ -56,6 +61,125 @@ def test_killed_during_tuning_resumes_without_redoing(tiny_env, tmp_path):
     models = {row["model"] for row in report["rows"]}
     assert {"DeepFM", "Zero-shot LLM", "RALLRec", "RALLRec+"} <= models
     assert "| Ours | RALLRec+ |" in (workdir / "report" / "results.md").read_text()
+    # Fig. 8's rows: Retri.-then-Mix and the tuned model on recent items scored; ReRank is RALLRec's score.
+    fig8 = {row["model"]: row["metrics"] for row in report["rows"] if row["table"] == "retrieval"}
+    assert list(fig8) == ["Recent", "Retri.-then-Mix", "Mix-then-Retri.", "ReRank"]
+    assert fig8["ReRank"] == next(r["metrics"] for r in report["rows"] if r["model"] == "RALLRec")
+    assert (workdir / "evaluate" / "retrieval_retri_then_mix_high_tuned.npy").is_file()
+    assert not (workdir / "evaluate" / "retrieval_mix3_rerank_tuned.npy").exists()
+    assert (workdir / "report" / "figure8.png").is_file()
     # A third run finds everything up to date.
     third = subprocess.run(_cmd(workdir), cwd=ROOT, env=tiny_env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and third.stdout.count("up to date, skipped") == 7
+
+
+# ----------------------------------------------------------------------------- rows, reuse, Fig. 8 (no model)
+
+
+def _config(train_kind="text", retrieval_ablation=True, embedding_ablation=True):
+    config = test_config.get_config()
+    config.pipeline.train_kind = train_kind
+    config.pipeline.retrieval_ablation = retrieval_ablation
+    config.pipeline.embedding_ablation = embedding_ablation
+    return config
+
+
+def test_fig8_rows_follow_the_config():
+    assert movielens_config.get_config().pipeline.retrieval_ablation
+    assert not quickstart_config.get_config().pipeline.retrieval_ablation
+    assert not any(r.table == "retrieval" for r in pipeline.evaluation_rows(_config(retrieval_ablation=False)))
+    rows = pipeline.evaluation_rows(_config())
+    fig8 = [r for r in rows if r.table == "retrieval"]
+    assert [(r.name, r.kind, r.order, r.tuned) for r in fig8] == [
+        ("Recent", None, "simple", True), ("Retri.-then-Mix", "retri_then_mix", "high", True),
+        ("Mix-then-Retri.", "mix3", "high", True), ("ReRank", "mix3", "rerank", True)]
+    rallrec = next(r for r in rows if r.name == "RALLRec")
+    assert fig8[3].scoring == rallrec.scoring  # the default RALLRec row: scored once
+
+
+class _FakeEvaluate:
+    """Stands in for evaluate_lib.evaluate: records each call, returns distinct metrics per call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, config, workdir, adapters, *, order, split, num_rows, histories, data, model, tokenizer,
+                 tag):
+        assert adapters == "" and split == "test" and num_rows == 3 and tokenizer == "tok"
+        assert set(histories) == ({order} if order != "simple" else set())
+        self.calls.append((tag, model, order))
+        n = len(self.calls)
+        return {"metrics": {"auc": 0.70 + n / 100, "logloss": 0.60 - n / 100, "acc": 0.65 + n / 200}}
+
+
+def _fake_pipeline(monkeypatch, workdir, config):
+    fake = _FakeEvaluate()
+    monkeypatch.setattr(pipeline.evaluate_lib, "evaluate", fake)
+    monkeypatch.setattr(pipeline, "retrieved_history", lambda stage, rows, order, kind: ("history", order, kind))
+    run = pipeline.Pipeline(config, workdir, progress=lambda msg: None)
+    run._data, run._stage = "data", "stage"
+    run._models = lambda: ("base", "tuned", "tok")
+    monkeypatch.setattr(run, "eval_rows", lambda: [0, 1, 2])
+    return run, fake
+
+
+def test_identical_rows_are_evaluated_once(monkeypatch, tmp_path):
+    run, fake = _fake_pipeline(monkeypatch, tmp_path, _config())
+    out = run.stage_evaluate()
+    rows = pipeline.evaluation_rows(run.config)
+    assert len(out) == len(rows) == 12
+    # Twelve rows, nine scorings: Text-based = ReLLa (text, high), Mix-then-Retri. = Concat. w/ SSL,
+    # ReRank = RALLRec.
+    assert len(fake.calls) == len({r.scoring for r in rows}) == 9
+    assert [c[1] for c in fake.calls].count("base") == 1  # only the zero-shot row uses the base model
+    by_name = {entry["row"]["name"]: entry for entry in out.values()}
+    for dup, first in (("ReRank", "RALLRec"), ("Mix-then-Retri.", "Concat. w/ SSL"),
+                       ("Text-based", "ReLLa (text retrieval)")):
+        assert by_name[dup]["metrics"] == by_name[first]["metrics"]
+        assert by_name[dup]["probabilities"] == by_name[first]["probabilities"]
+        assert out[by_name[dup]["same_as"]] is by_name[first]
+    assert "same_as" not in by_name["Recent"] and "same_as" not in by_name["Retri.-then-Mix"]
+    assert ("retrieval_recent_simple_tuned", "tuned", "simple") in fake.calls
+
+
+def test_fig8_table_and_figure_from_two_runs(monkeypatch, tmp_path):
+    work = {}
+    for train_kind in ("text", ""):
+        work[train_kind] = tmp_path / (train_kind or "recent")
+        run, _ = _fake_pipeline(monkeypatch, work[train_kind], _config(train_kind, embedding_ablation=False))
+        run.results = {"evaluate": run.stage_evaluate()}
+        table = run.stage_report()
+        fig8 = [r for r in table["rows"] if r["table"] == "retrieval"]
+        assert [r["model"] for r in fig8] == ["Recent", "Retri.-then-Mix", "Mix-then-Retri.", "ReRank"]
+        label = "RAG-enhanced" if train_kind else "Recent Behavior"
+        assert {r["group"] for r in fig8} == {f"tuned on {label}"}
+        md = (work[train_kind] / "report" / "results.md").read_text()
+        assert "## Inference-time retrieval (Fig. 8)" in md and f"| tuned on {label} | ReRank |" in md
+        assert (work[train_kind] / "report" / "figure8.png").stat().st_size > 0
+
+    result = pipeline.figure8([work["text"], work[""]], tmp_path / "fig" / "figure8.png")
+    assert pathlib.Path(result["png"]).stat().st_size > 0
+    numbers = json.loads(pathlib.Path(result["json"]).read_text())
+    assert numbers["methods"] == ["Recent", "Retri.-then-Mix", "Mix-then-Retri.", "ReRank"]
+    assert [s["training"] for s in numbers["series"]] == ["RAG-enhanced", "Recent Behavior"]
+    report = json.loads((work["text"] / "report" / "results.json").read_text())
+    rerank = next(r for r in report["rows"] if r["model"] == "ReRank")["metrics"]
+    assert numbers["series"][0]["auc"][3] == rerank["auc"] and numbers["series"][0]["acc"][3] == rerank["acc"]
+    # The same tuning set twice: told apart by folder.
+    twice = pipeline.figure8([work["text"], work["text"]], tmp_path / "twice.png")["numbers"]
+    assert [s["training"] for s in twice["series"]] == ["RAG-enhanced (text)", "RAG-enhanced (text)"]
+
+    other = json.loads((work[""] / "report" / "results.json").read_text())
+    with pytest.raises(ValueError, match="one data set"):
+        pipeline.figure8_numbers([report, {**other, "data": "movielens-1m"}])
+    with pytest.raises(ValueError, match="one or two"):
+        pipeline.figure8([work["text"]] * 3)
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        pipeline.figure8([tmp_path / "nowhere"])
+    without = tmp_path / "without"
+    run, _ = _fake_pipeline(monkeypatch, without, _config(retrieval_ablation=False, embedding_ablation=False))
+    run.results = {"evaluate": run.stage_evaluate()}
+    run.stage_report()
+    assert not (without / "report" / "figure8.png").exists()
+    with pytest.raises(ValueError, match="retrieval_ablation=True"):
+        pipeline.figure8([without])

@@ -66,6 +66,14 @@ def test_stage_retrieves_from_history_and_reuses_artifacts(data, tools, tmp_path
     out2 = again.retrieve("test", indices, "rerank")
     again.retrieve("test", indices, "high")
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(out, out2))
+    # Retri.-then-Mix reads the same text and LightGCN embeddings: its list opens with the text list's
+    # first ceil(5/2) = 3 items and then holds 2 more (when the collapsed history has them).
+    text_high = again.retrieve("test", indices, "high", "text")
+    mixed = again.retrieve("test", indices, "high", "retri_then_mix")
+    for i, (t_items, _), (m_items, _) in zip(indices, text_high, mixed):
+        np.testing.assert_array_equal(m_items[:3], t_items[:3])
+        assert len(m_items) == len(t_items) and len(set(m_items.tolist())) == len(m_items)
+        assert set(m_items.tolist()) <= set(data.history("test", i)["item"].tolist())
     for p, t in files.items():
         assert p.stat().st_mtime_ns == t, p
 

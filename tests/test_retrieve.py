@@ -113,21 +113,33 @@ def random_samples(num=200, num_items=50, seed=0):
 
 
 ITEM_VECS = np.random.default_rng(7).normal(size=(50, 4))
+TEXT_VECS = np.random.default_rng(8).normal(size=(50, 4))
+COLLA_VECS = np.random.default_rng(9).normal(size=(50, 4))
+COLLA_VECS[::7] = 0.0  # items without interactions: colla similarity 0, ties broken by item index
 
 
 def similarity(targets, cands):
     return np.einsum("bd,bhd->bh", ITEM_VECS[targets], ITEM_VECS[cands])
 
 
+def two_channel_similarity(targets, cands):
+    """[B, H, 2] (text, colla), rounded so that both channels hold many ties."""
+    text = np.einsum("bd,bhd->bh", TEXT_VECS[targets], TEXT_VECS[cands])
+    colla = np.einsum("bd,bhd->bh", COLLA_VECS[targets], COLLA_VECS[cands])
+    return np.round(np.stack([text, colla], axis=-1), 1)
+
+
 @pytest.mark.parametrize("order", R.ORDERS)
 @pytest.mark.parametrize("k", [5, 30])
-def test_batch_equals_per_sample_and_stays_in_history(order, k):
+@pytest.mark.parametrize("channels", [1, 2])
+def test_batch_equals_per_sample_and_stays_in_history(order, k, channels):
     hist, rates, targets = random_samples()
+    similarity_fn = similarity if channels == 1 else two_channel_similarity
     for variant in (R.OFFICIAL_VARIANTS if order == "official_rerank" else ("ml",)):
         cfg = R.RetrievalConfig(order=order, k_history=k, official_variant=variant)
-        batch = R.retrieve_samples(hist, rates, targets, similarity, cfg, chunk=64)
+        batch = R.retrieve_samples(hist, rates, targets, similarity_fn, cfg, chunk=64)
         for h, r, t, (got_items, got_ratings) in zip(hist, rates, targets, batch):
-            ref_items, ref_ratings = R.order_history(h, r, t, similarity(np.array([t]), h[None])[0], cfg)
+            ref_items, ref_ratings = R.order_history(h, r, t, similarity_fn(np.array([t]), h[None])[0], cfg)
             np.testing.assert_array_equal(got_items, ref_items)
             np.testing.assert_array_equal(got_ratings, ref_ratings)
             assert t not in got_items.tolist()
@@ -137,3 +149,88 @@ def test_batch_equals_per_sample_and_stays_in_history(order, k):
             assert len(got_items) == min(k, n_distinct)
             for it, ra in zip(got_items, got_ratings):  # last rating of a repeated item
                 assert ra == r[np.flatnonzero(h == it)[-1]]
+
+
+# ----------------------------------------------------------------------------- Retri.-then-Mix (Fig. 8)
+# One target; items 10..19. Text ranking 13 > 17 > 11 > 19 > 10 > 12 > 14 > 15 > 16 > 18, colla ranking
+# 17 > 13 > 15 > 12 > 11 > 18 > 19 > 10 > 14 > 16: the two overlap at the top, so the colla half must walk
+# past 17 and 13. Item 0 (never in a history) is the best of both: padding (read as item 0) must not count.
+TEXT_ORDER = [13, 17, 11, 19, 10, 12, 14, 15, 16, 18]
+COLLA_ORDER = [17, 13, 15, 12, 11, 18, 19, 10, 14, 16]
+TEXT_TABLE = np.zeros(20)
+COLLA_TABLE = np.zeros(20)
+TEXT_TABLE[TEXT_ORDER] = np.linspace(0.9, 0.0, 10)
+COLLA_TABLE[COLLA_ORDER] = np.linspace(0.9, 0.0, 10)
+TEXT_TABLE[0] = COLLA_TABLE[0] = 5.0
+
+
+def hand_two_channel(targets, cands):
+    return np.stack([TEXT_TABLE[cands], COLLA_TABLE[cands]], axis=-1)  # [B, H, 2]
+
+
+def rtm(history, k, order="high", target=1, ratings=None, **kw):
+    """(per-sample, batched with a longer padded row beside it) item lists; asserts they agree."""
+    history = np.asarray(history, np.int64)
+    ratings = np.arange(len(history)) + 1 if ratings is None else np.asarray(ratings)
+    cfg = R.RetrievalConfig(order=order, k_history=k, **kw)
+    one, _ = R.order_history(history, ratings, target, hand_two_channel(np.array([target]), history[None])[0], cfg)
+    longer = np.arange(10, 20)
+    batch = R.retrieve_samples([history, longer], [ratings, np.ones(10, int)], [target, 1], hand_two_channel, cfg)
+    np.testing.assert_array_equal(batch[0][0], one)
+    return one.tolist()
+
+
+HISTORY = [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]  # chronological
+
+
+@pytest.mark.parametrize("k,expect", [
+    (4, [13, 17, 15, 12]),  # K1 = 2 text (13, 17); colla 17, 13 taken -> 15, 12
+    (5, [13, 17, 11, 15, 12]),  # K1 = 3 text, K2 = 2
+    (6, [13, 17, 11, 15, 12, 18]),  # colla skips 11 as well
+    (1, [13]),  # K1 = 1, K2 = 0
+    (2, [13, 17]),  # K1 = 1: 13; colla: 17
+    (10, TEXT_ORDER[:5] + [15, 12, 18, 14, 16]),  # every item exactly once
+    (30, TEXT_ORDER[:10]),  # history shorter than K1: all of it, in text order
+])
+def test_retri_then_mix_takes_half_from_each_ranking(k, expect):
+    assert rtm(HISTORY, k) == expect
+
+
+def test_retri_then_mix_short_history_target_and_repeats():
+    # Shorter than K but longer than K1: K1 = 3 text (13, 17, 11), then colla 15 (17, 13 taken).
+    assert rtm([11, 13, 15, 17], 5) == [13, 17, 11, 15]
+    # Target inside the history: dropped before both rankings, so 17 is in neither walk.
+    assert rtm(HISTORY, 4, target=17) == [13, 11, 15, 12]
+    assert rtm(HISTORY, 5, target=13) == [17, 11, 19, 15, 12]
+    # Repeats: 13 seen three times counts once (its last rating); if the earlier copies took text slots,
+    # the list would be [13, 13, ...] or lose 17.
+    items = [13, 10, 13, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    ratings = [1, 2, 3, 4, 5, 4, 3, 2, 1, 2, 3, 4]
+    assert rtm(items, 4, ratings=ratings) == [13, 17, 15, 12]
+    got_items, got_ratings = R.order_history(np.array(items), np.array(ratings), 1,
+                                             hand_two_channel(np.array([1]), np.array([items]))[0],
+                                             R.RetrievalConfig(order="high", k_history=4))
+    assert got_ratings.tolist() == [4, 2, 2, 5]  # last ratings of 13, 17, 15, 12
+    assert rtm([], 4) == []
+    assert rtm([17], 4, target=17) == []
+
+
+def test_retri_then_mix_orders_work_on_the_composite_ranking():
+    high = rtm(HISTORY, 5)
+    assert rtm(HISTORY, 5, "sequential") == sorted(high)  # items 10..19 are chronological
+    assert rtm(HISTORY, 5, "rerank", gamma=1.0) == high  # pure embedding channel = the Retri.-then-Mix list
+    # gamma 2/3, K 5: scores 2/3 (list #1 = 13), 1/3 (list #2 = 17 and recent #1 = 19), 2/9 (list #3 = 11),
+    # 1/6 (list #4 = 15 and recent #2 = 18: the embedding channel wins the tie)
+    assert rtm(HISTORY, 5, "rerank") == [13, 17, 19, 11, 15]
+    # official ML: the list [13, 17, 11, 15, 12] most recent first, its K1 = 3 first (17, 15, 13), then the
+    # 2 most recent left, chronological
+    assert rtm(HISTORY, 5, "official_rerank") == [17, 15, 13, 18, 19]
+    assert rtm(HISTORY, 5, "simple") == [15, 16, 17, 18, 19]
+
+
+def test_retri_then_mix_similarity_shape_is_checked():
+    with pytest.raises(ValueError, match="Retri.-then-Mix"):
+        R.order_history(np.arange(3), np.ones(3), 9, np.zeros((3, 3)), R.RetrievalConfig(order="high"))
+    with pytest.raises(ValueError, match="Retri.-then-Mix"):
+        R.retrieve_batch(np.arange(3)[None], np.ones((1, 3)), np.array([9]), np.zeros((1, 3, 3)),
+                         R.RetrievalConfig(order="high"))

@@ -8,10 +8,14 @@ Two styles:
 
 Variants (`kind`): `text` (text block only), `colla` (LightGCN only = ID-based), `mix` (text + colla = concat
 w/o SSL), `mix3` (text + colla + ssl = concat w/ SSL), `hybrid` (score level:
-0.5 * softmax_row(cos(T)) + 0.5 * softmax_row(cos(colla)), the code's `mix2`).
+0.5 * softmax_row(cos(T)) + 0.5 * softmax_row(cos(colla)), the code's `mix2`), `retri_then_mix` (list level,
+the code's `hybrid` embed_type and Fig. 8's "Retri.-then-Mix": no mixed score at all, but two rankings,
+text and colla, whose top items retrieve.py interleaves; its similarity has two channels).
 
 `ItemSimilarity` scores a target against candidate items on the fly (a batch of targets times their
 candidates), never building the item x item matrix; `matrix()` builds it for small item sets (tests).
+Every kind returns [B, H] scores except `retri_then_mix`, which returns [B, H, 2]: channel 0 is exactly the
+`text` kind's similarity and channel 1 the `colla` kind's (same style), so each channel ranks as that kind.
 Items without a collaborative embedding hold zero rows: their colla block contributes 0, never NaN.
 """
 from __future__ import annotations
@@ -20,7 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("text", "colla", "mix", "mix3", "hybrid")
+KINDS = ("text", "colla", "mix", "mix3", "hybrid", "retri_then_mix")
+SINGLE_EMBEDDING_KINDS = ("text", "colla", "mix", "mix3")  # kinds whose similarity is one dot product
+RETRI_THEN_MIX_CHANNELS = ("text", "colla")  # the last axis of retri_then_mix similarities
 STYLES = ("paper", "official")
 
 
@@ -67,13 +73,14 @@ def _check_block(name: str, x, num_items: int | None) -> np.ndarray:
 
 def mixed_embedding(kind: str, text: np.ndarray | None = None, colla: np.ndarray | None = None,
                     ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128) -> np.ndarray:
-    """The item vectors whose dot products are the `kind` similarity ([I, D_total]); not for `hybrid`.
+    """The item vectors whose dot products are the `kind` similarity ([I, D_total]); not for `hybrid`
+    (a score mixture) nor `retri_then_mix` (two rankings): those are built from the single kinds.
 
     paper: concat of row-normalised blocks. official: PCA(pca_dim) text, blocks / max row norm, then the
     concatenation row-normalised so that the dot product is the cosine similarity.
     """
-    if kind not in KINDS or kind == "hybrid":
-        raise ValueError(f"kind={kind!r} has no single embedding; choose one of {KINDS[:-1]}")
+    if kind not in SINGLE_EMBEDDING_KINDS:
+        raise ValueError(f"kind={kind!r} has no single embedding; choose one of {SINGLE_EMBEDDING_KINDS}")
     if style not in STYLES:
         raise ValueError(f"style={style!r} is not one of {STYLES}")
     blocks = {"text": ("text",), "colla": ("colla",), "mix": ("text", "colla"), "mix3": ("text", "colla", "ssl")}
@@ -111,8 +118,15 @@ def _hybrid_scores(text: jax.Array, colla: jax.Array, targets: jax.Array, cands:
     return 0.5 * block(text) + 0.5 * block(colla)
 
 
+@jax.jit
+def _two_channel_scores(text: jax.Array, colla: jax.Array, targets: jax.Array, cands: jax.Array) -> jax.Array:
+    """[B, H, 2]: the text kind's and the colla kind's dot scores, each as `_dot_scores`."""
+    return jnp.stack([_dot_scores(text, targets, cands), _dot_scores(colla, targets, cands)], axis=-1)
+
+
 class ItemSimilarity:
-    """similarity(targets [B], candidates [B, H]) -> [B, H] for one Table 6 variant, computed on the fly."""
+    """similarity(targets [B], candidates [B, H]) -> [B, H] for one Table 6 variant, computed on the fly
+    ([B, H, 2] text and colla channels for `retri_then_mix`)."""
 
     def __init__(self, kind: str, text: np.ndarray | None = None, colla: np.ndarray | None = None,
                  ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128, chunk: int = 256):
@@ -127,9 +141,24 @@ class ItemSimilarity:
             self._text = jnp.asarray(l2_normalize_rows(t))
             self._colla = jnp.asarray(l2_normalize_rows(c))
             self.num_items = t.shape[0]
+        elif kind == "retri_then_mix":
+            # Each channel is its own kind's embedding, so the two rankings are the text and ID rankings of
+            # Table 6 (official style: PCA text, cosine), as the code's `hybrid` reads the `text` and
+            # `colla` index files.
+            self._text = jnp.asarray(mixed_embedding("text", text, None, None, style, pca_dim))
+            self._colla = jnp.asarray(mixed_embedding("colla", None, colla, None, style, pca_dim))
+            if self._colla.shape[0] != self._text.shape[0]:
+                raise ValueError(f"colla embeddings have {self._colla.shape[0]} rows, expected "
+                                 f"{self._text.shape[0]} items")
+            self.num_items = self._text.shape[0]
         else:
             self._emb = jnp.asarray(mixed_embedding(kind, text, colla, ssl, style, pca_dim))
             self.num_items = self._emb.shape[0]
+
+    @property
+    def channels(self) -> int:
+        """Scores per (target, candidate): 2 for `retri_then_mix`, else 1 (no trailing axis)."""
+        return 2 if self.kind == "retri_then_mix" else 1
 
     def __call__(self, targets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         targets = np.asarray(targets, np.int32)
@@ -144,11 +173,15 @@ class ItemSimilarity:
             t, c = jnp.asarray(targets[s:s + self.chunk]), jnp.asarray(candidates[s:s + self.chunk])
             if self.kind == "hybrid":
                 out.append(np.asarray(_hybrid_scores(self._text, self._colla, t, c)))
+            elif self.kind == "retri_then_mix":
+                out.append(np.asarray(_two_channel_scores(self._text, self._colla, t, c)))
             else:
                 out.append(np.asarray(_dot_scores(self._emb, t, c)))
-        return np.concatenate(out, axis=0) if out else np.zeros(candidates.shape, np.float32)
+        if out:
+            return np.concatenate(out, axis=0)
+        return np.zeros(candidates.shape + ((2,) if self.channels == 2 else ()), np.float32)
 
     def matrix(self) -> np.ndarray:
-        """The full [I, I] similarity matrix (small item sets only)."""
+        """The full [I, I] similarity matrix ([I, I, 2] for `retri_then_mix`; small item sets only)."""
         idx = np.arange(self.num_items)
         return self(idx, np.broadcast_to(idx, (self.num_items, self.num_items)))

@@ -19,6 +19,15 @@ item keeps its last occurrence (its most recent position and last rating, spec 2
 history is ever returned. Similarity ties break by the lower item index (the official code walks a global
 `argsort(-sim)` ranking, which is stable in item index).
 
+Two-channel similarities ([..., 2]: text, colla; mix.ItemSimilarity("retri_then_mix")) are the paper's
+"Retri.-then-Mix" (Fig. 8; the official `hybrid` embed_type, `hybrid_ret_get_prompt`): the first
+K1 = ceil(K/2) items of the text ranking, in text order, then the other history items in colla order, so
+its top K is the code's K1 text items + the next K2 = floor(K/2) colla items not already taken (an item
+high in both rankings is counted once and the colla walk goes deeper). That composite ranking stands in
+for the similarity ranking: `high` is the Retri.-then-Mix list, and `sequential`, `rerank` and
+`official_rerank` order it as they order any ranking. Both rankings, like every rank here, run over the
+collapsed history only (never padding, the target or an earlier repeat).
+
 `order_history` is the plain per-sample definition; `retrieve_batch` is the vectorised numpy version for
 many samples (tests hold them equal), with similarities from any `similarity(targets[B], cands[B, H])`
 callable (mix.ItemSimilarity).
@@ -33,7 +42,14 @@ import numpy as np
 ORDERS = ("simple", "high", "sequential", "rerank", "official_rerank")
 OFFICIAL_VARIANTS = ("ml", "amazon", "bx")
 
-SimilarityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # targets [B], candidates [B, H] -> [B, H]
+# targets [B], candidates [B, H] -> [B, H], or [B, H, 2] (text, colla) for Retri.-then-Mix
+SimilarityFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def retri_then_mix_split(k: int) -> tuple[int, int]:
+    """(K1, K2): ceil(K/2) items from the text ranking, floor(K/2) from the colla ranking (official code)."""
+    k1 = (k + 1) // 2
+    return k1, k - k1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +115,8 @@ def order_history(items: np.ndarray, ratings: np.ndarray, target: int, similarit
     """The per-sample definition: ordered item indices and ratings for the prompt (at most K).
 
     items/ratings: the sample's history, oldest first. similarity: [len(items)] similarity of each history
-    entry to the target (ignored by `simple`).
+    entry to the target, or [len(items), 2] text and colla similarities for Retri.-then-Mix (ignored by
+    `simple`).
     """
     items = np.asarray(items)
     if similarity is None:
@@ -107,11 +124,14 @@ def order_history(items: np.ndarray, ratings: np.ndarray, target: int, similarit
             raise ValueError(f"order={config.order!r} needs similarities to the target")
         similarity = np.zeros(items.shape, np.float64)
     similarity = np.asarray(similarity, np.float64)
-    if similarity.shape != items.shape:
-        raise ValueError(f"similarity {similarity.shape} does not match history items {items.shape}")
+    if similarity.shape not in (items.shape, items.shape + (2,)):
+        raise ValueError(f"similarity {similarity.shape} does not match history items {items.shape} "
+                         f"(one score per item, or two for Retri.-then-Mix)")
     h_items, h_ratings, pos = collapse_history(items, ratings, target)
-    sim = similarity[pos]
+    sim = similarity[pos]  # [n] or [n, 2]
     n, k = h_items.size, config.k_history
+    if sim.ndim == 2:
+        sim = _retri_then_mix_walk(h_items, sim, k)
     by_sim = np.lexsort((h_items, -sim))  # similarity descending, ties by item index
     by_recency = np.arange(n)[::-1]  # most recent first
     if config.order == "simple":
@@ -128,6 +148,23 @@ def order_history(items: np.ndarray, ratings: np.ndarray, target: int, similarit
     else:
         chosen = _official_rerank(by_sim, n, k, config.official_variant)
     return h_items[chosen], h_ratings[chosen]
+
+
+def _retri_then_mix_walk(h_items: np.ndarray, sim: np.ndarray, k: int) -> np.ndarray:
+    """One collapsed history's Retri.-then-Mix ranking as scores ([n, 2] -> [n]; higher = earlier).
+
+    As the official walk: the text ranking's first K1 items, then the colla ranking's items not taken yet
+    (all of them, so that ranks past K exist too; only the first K are ever used)."""
+    n = h_items.size
+    k1, _ = retri_then_mix_split(k)
+    by_text = np.lexsort((h_items, -sim[:, 0]))  # text similarity descending, ties by item index
+    by_colla = np.lexsort((h_items, -sim[:, 1]))
+    first = [int(i) for i in by_text[:k1]]
+    taken = set(first)
+    walk = first + [int(i) for i in by_colla if int(i) not in taken]
+    scores = np.empty(n, np.float64)
+    scores[walk] = -np.arange(n, dtype=np.float64)
+    return scores
 
 
 def _official_rerank(by_sim: np.ndarray, n: int, k: int, variant: str) -> np.ndarray:
@@ -178,8 +215,8 @@ def retrieve_batch(items: np.ndarray, ratings: np.ndarray, targets: np.ndarray,
     """Vectorised `order_history` for B samples.
 
     items [B, H] (oldest first, -1 = padding), ratings [B, H], targets [B]; similarity: a callable
-    (targets [B], candidates [B, H]) -> [B, H], or the [B, H] similarities themselves.
-    Returns (items [B, K] with -1 padding, ratings [B, K], lengths [B]).
+    (targets [B], candidates [B, H]) -> [B, H] (or [B, H, 2] for Retri.-then-Mix), or those similarities
+    themselves. Returns (items [B, K] with -1 padding, ratings [B, K], lengths [B]).
     """
     items = np.asarray(items, np.int64)
     ratings = np.asarray(ratings)
@@ -198,8 +235,9 @@ def retrieve_batch(items: np.ndarray, ratings: np.ndarray, targets: np.ndarray,
         sim = np.asarray(similarity(targets, np.where(padding, 0, items)), np.float64)
     else:
         sim = np.asarray(similarity, np.float64)
-    if sim.shape != (b, h):
-        raise ValueError(f"similarity has shape {sim.shape}, expected {(b, h)}")
+    if sim.shape not in ((b, h), (b, h, 2)):
+        raise ValueError(f"similarity has shape {sim.shape}, expected {(b, h)} (or {(b, h, 2)} for "
+                         f"Retri.-then-Mix)")
 
     # Valid = not padding, not the target, last occurrence of its item in the row.
     order = np.lexsort((np.arange(h)[None, :].repeat(b, 0), items), axis=-1)  # by item, then position
@@ -211,13 +249,17 @@ def retrieve_batch(items: np.ndarray, ratings: np.ndarray, targets: np.ndarray,
     valid = is_last & ~padding & (items != targets[:, None])
     n_valid = valid.sum(1)  # [B]
 
+    if sim.ndim == 3:
+        # Retri.-then-Mix: the composite rank is the text rank for the first K1 of the text ranking, else
+        # K1 + the colla rank (colla order among the rest; ranks of taken items are skipped, not reused).
+        k1, _ = retri_then_mix_split(k)
+        _, text_rank = _ranks(sim[..., 0], items, valid)
+        _, colla_rank = _ranks(sim[..., 1], items, valid)
+        sim = np.where(valid, -np.where(text_rank <= k1, text_rank, k1 + colla_rank).astype(np.float64), 0.0)
+
     # Ranks (1-based; 0 for invalid). Recency: count of valid entries at or after this position.
     recency_rank = np.where(valid, np.cumsum(valid[:, ::-1], 1)[:, ::-1], 0)
-    big = np.iinfo(np.int64).max
-    by_sim = np.lexsort((np.where(valid, items, big), np.where(valid, -sim, np.inf)), axis=-1)  # [B, H]
-    sim_rank = np.zeros((b, h), np.int64)
-    np.put_along_axis(sim_rank, by_sim, np.arange(1, h + 1)[None, :].repeat(b, 0), 1)
-    sim_rank = np.where(valid, sim_rank, 0)
+    by_sim, sim_rank = _ranks(sim, items, valid)  # [B, H] each
     position = np.arange(h)[None, :]
 
     if config.order in ("simple", "sequential"):
@@ -253,6 +295,19 @@ def retrieve_batch(items: np.ndarray, ratings: np.ndarray, targets: np.ndarray,
         out_items = np.pad(out_items, ((0, 0), (0, pad)), constant_values=-1)
         out_ratings = np.pad(out_ratings, ((0, 0), (0, pad)))
     return out_items, out_ratings, counts
+
+
+def _ranks(sim: np.ndarray, items: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity ranking of the valid entries of each row, ties by item index.
+
+    sim, items, valid: [B, H]. Returns (order [B, H]: valid columns best first, then the invalid ones;
+    rank [B, H]: 1-based rank among the valid entries, 0 for invalid ones)."""
+    b, h = items.shape
+    big = np.iinfo(np.int64).max
+    order = np.lexsort((np.where(valid, items, big), np.where(valid, -sim, np.inf)), axis=-1)
+    rank = np.zeros((b, h), np.int64)
+    np.put_along_axis(rank, order, np.arange(1, h + 1)[None, :].repeat(b, 0), 1)
+    return order, np.where(valid, rank, 0)
 
 
 def _official_batch(items, ratings, by_sim, valid, n_valid, config):

@@ -160,8 +160,9 @@ class RetrievalStage:
 
     def _build_similarity(self, kind: str) -> mix.ItemSimilarity:
         c = self.config
-        text = self.text_embeddings() if kind in ("text", "mix", "mix3", "hybrid") else None
-        colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3", "hybrid") else None
+        two = ("hybrid", "retri_then_mix")  # mixtures of the text and colla kinds
+        text = self.text_embeddings() if kind in ("text", "mix", "mix3") + two else None
+        colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3") + two else None
         ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
         return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"])
 
