@@ -260,10 +260,10 @@ def test_lightgcn_on_movielens_beats_popularity(shared_data):
     tu, ti, eu, ei, nu, ni = load_ml1m_random_split(shared_data / "ml-1m" / "ratings.dat")
     pop = L.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
     mesh = parallel.make_mesh(devices=jax.devices()[:1])  # the full-graph product is replicated per device
-    cfg = L.LightGCNConfig(epochs=4, lr=1e-2, eval_every=0)  # lr 1e-2: a short run; 1e-3 in the benchmark
+    cfg = L.LightGCNConfig(epochs=10, lr=1e-2, eval_every=0)  # lr 1e-2: a short run; 1e-3 in the benchmark
     result = L.train_lightgcn(tu, ti, nu, ni, cfg, eval_pairs=(eu, ei), mesh=mesh)
     final = result.metrics[-1]
-    print(f"ML-1M random split, LightGCN 4 epochs: {final}; popularity {pop}")
-    # Measured after 3 / 6 epochs: recall@20 0.174 / 0.213 vs 0.116, ndcg@20 0.284 / 0.332 vs 0.193.
-    assert final["recall@20"] > 1.4 * pop["recall@20"]
-    assert final["ndcg@20"] > 1.3 * pop["ndcg@20"]
+    print(f"ML-1M random split, LightGCN 10 epochs: {final}; popularity {pop}")
+    # Measured after 4 / 10 epochs: recall@20 0.188 / 0.231 vs 0.116 (2.0x), ndcg@20 0.300 / 0.348 vs 0.193.
+    assert final["recall@20"] > 1.8 * pop["recall@20"]
+    assert final["ndcg@20"] > 1.6 * pop["ndcg@20"]
