@@ -570,7 +570,7 @@ def settings_from_config(c: Mapping) -> TrainSettings:
                          weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
                          micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
                          eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False),
-                         remat=c.get("remat", "none"))
+                         remat=c.get("remat", TrainSettings.remat))
 
 
 def lora_config(c: Mapping) -> lora_lib.LoraConfig:
