@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import metrics, parallel
+from rallrec_jax import metrics, parallel, settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +57,8 @@ class DeepFMConfig:
     @classmethod
     def from_any(cls, config: "DeepFMConfig | Mapping[str, Any] | Any | None") -> "DeepFMConfig":
         """Accepts this dataclass, a dict, or a ConfigDict-like object with some of these fields."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        items = dict(config) if isinstance(config, Mapping) else dict(getattr(config, "items")())
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(items) - names)
-        if unknown:
-            raise ValueError(f"unknown DeepFM config fields {unknown}; known: {sorted(names)}")
-        if "hidden" in items:
-            items["hidden"] = tuple(int(h) for h in items["hidden"])
-        return cls(**items)
+        out = settings.from_config(cls, config, "DeepFM")
+        return dataclasses.replace(out, hidden=tuple(int(h) for h in out.hidden))  # a ConfigDict gives a list
 
 
 def fm_second_order(emb: jax.Array) -> jax.Array:

@@ -38,7 +38,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import parallel
+from rallrec_jax import parallel, settings
 from rallrec_jax.retrieval import native
 
 PROPAGATIONS = ("auto", "jraph", "sparse", "native")
@@ -81,16 +81,7 @@ class LightGCNConfig:
 
 def as_config(config: LightGCNConfig | Mapping[str, Any] | None) -> LightGCNConfig:
     """Accepts the dataclass, an `ml_collections.ConfigDict` or a plain mapping."""
-    if config is None:
-        return LightGCNConfig()
-    if isinstance(config, LightGCNConfig):
-        return config
-    values = dict(config.items()) if hasattr(config, "items") else dict(config)
-    known = {f.name for f in dataclasses.fields(LightGCNConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown LightGCN config fields {unknown}; known: {sorted(known)}")
-    return LightGCNConfig(**values)
+    return settings.from_config(LightGCNConfig, config, "LightGCN")
 
 
 # ----------------------------------------------------------------------------- graph

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import parallel
+from rallrec_jax import parallel, settings
 from rallrec_jax.retrieval.lightgcn import default_mesh
 
 NEGATIVES = ("all", "in_batch")
@@ -53,15 +53,7 @@ class SSLConfig:
 
 
 def as_config(config: SSLConfig | Mapping[str, Any] | None) -> SSLConfig:
-    if config is None:
-        return SSLConfig()
-    if isinstance(config, SSLConfig):
-        return config
-    values = dict(config.items())
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(SSLConfig)})
-    if unknown:
-        raise ValueError(f"unknown SSL config fields {unknown}")
-    return SSLConfig(**values)
+    return settings.from_config(SSLConfig, config, "SSL")
 
 
 class Projector(nnx.Module):
