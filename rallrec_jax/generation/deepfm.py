@@ -58,6 +58,8 @@ class DeepFMConfig:
     def from_any(cls, config: "DeepFMConfig | Mapping[str, Any] | Any | None") -> "DeepFMConfig":
         """Accepts this dataclass, a dict, or a ConfigDict-like object with some of these fields."""
         out = settings.from_config(cls, config, "DeepFM")
+        if isinstance(out.hidden, tuple):
+            return out
         return dataclasses.replace(out, hidden=tuple(int(h) for h in out.hidden))  # a ConfigDict gives a list
 
 
