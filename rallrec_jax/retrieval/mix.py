@@ -26,7 +26,6 @@ import numpy as np
 
 KINDS = ("text", "colla", "mix", "mix3", "hybrid", "retri_then_mix")
 SINGLE_EMBEDDING_KINDS = ("text", "colla", "mix", "mix3")  # kinds whose similarity is one dot product
-RETRI_THEN_MIX_CHANNELS = ("text", "colla")  # the last axis of retri_then_mix similarities
 STYLES = ("paper", "official")
 
 
