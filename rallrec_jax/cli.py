@@ -20,6 +20,10 @@ from absl import app, flags
 
 from rallrec_jax import console
 
+# Without torch (the default install) transformers advises at import that its PyTorch models are unavailable;
+# none is used here, so that line would only mislead on the terminal.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 
 class _Common:
     """The flags every stage binary has."""

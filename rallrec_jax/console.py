@@ -121,6 +121,7 @@ def progress(total: int, desc: str, *, initial: int = 0, unit: str = "it", enabl
 
         main_process = jax.process_index() == 0
     interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    # tqdm's monitor thread also redraws a bar idle for `maxinterval` (10 s by default): held to 60 s off a terminal.
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
                 disable=not (enabled and _state["progress"] and main_process),
-                mininterval=0.1 if interactive else 30.0, leave=True)
+                mininterval=0.1 if interactive else 30.0, maxinterval=10.0 if interactive else 60.0, leave=True)

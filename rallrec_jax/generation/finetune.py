@@ -524,8 +524,8 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
                       "examples_per_s": real / dt, "bucket": length}
             if step % loop.log_every == 0 or step == end:
                 log.write(record)
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}", refresh=False)  # drawn by update()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}")
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
                 last_eval = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
                 value = last_eval[loop.metric] if loop.metric in last_eval else math.nan

@@ -601,8 +601,8 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loss = trainer.run_epoch(epoch)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # drawn by update(), at tqdm's pace
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
         entry = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t0}
         last = epoch + 1 == cfg.epochs
         if eval_pairs is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
