@@ -10,7 +10,9 @@ tokenizer models.
 Two tokenizer models are supported, the ones Llama-family GGUF files use:
 - `gpt2`: byte-level BPE (SmolLM2, Llama-3, Qwen2); the text split follows `tokenizer.ggml.pre`.
 - `llama`: SentencePiece BPE with byte fallback (Llama-2, Mistral, TinyLlama); merges from the file, or
-  rebuilt from the token scores when the file has none.
+  rebuilt from the token scores when the file has none. As in transformers, the first word always gets its
+  '▁' prefix (`tokenizer.ggml.add_space_prefix` is not read), and Gemma/Phi-3 files, whose tokenizers
+  transformers builds in a shape of their own, are refused with the fix (their Hugging Face folder).
 
 Deliberate difference: for a byte-level vocabulary without `<|endoftext|>` (Llama-3), transformers appends that
 token as a new id one past the model's vocabulary (its GPT-2 class defaults); nothing here does, so a text
