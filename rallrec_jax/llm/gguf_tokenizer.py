@@ -61,8 +61,9 @@ PRE_TOKENIZER_SPLITS = {
     "tekken": _TEKKEN_SPLIT,
     **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"), _GPT4O_SPLIT),
 }
-# Pre-tokenizers that GPT-2's regex serves without a warning. SmolLM2's `smollm` splits digits one by one in
-# llama.cpp; its vocabulary has no merge across a digit, so GPT-2's regex gives the same tokens.
+# Pre-tokenizers split with GPT-2's regex without a warning. `smollm` is among them because transformers splits
+# it so (the ids this module must match), although llama.cpp and SmolLM2's own tokenizer.json first split every
+# digit apart: the two differ on whitespace runs before a digit ("  89": "ĠĠ" "8" "9" there, "Ġ" "Ġ" "8" "9" here).
 GPT2_SPLIT_PRE = ("default", "gpt2", "smollm")
 # SentencePiece files whose architecture needs a tokenizer shape of its own (transformers special-cases them).
 _OWN_SENTENCEPIECE = ("gemma", "gemma2", "gemma3", "gemma4", "phi3")
