@@ -9,10 +9,11 @@ Models are hub names (fetched once into the cache) or local folders: override --
 """
 import ml_collections
 
+# `platform`: parallel.make_mesh stops with the fix (install the cuda12 / tpu extra) when jax sees only a CPU.
 MESHES = {
-    "paper-gpu1": {"data": 1, "fsdp": 1, "tensor": 1},
-    "paper-gpu8": {"data": 1, "fsdp": 8, "tensor": 1},
-    "paper-tpu": {"data": -1, "fsdp": 4, "tensor": 1},
+    "paper-gpu1": {"data": 1, "fsdp": 1, "tensor": 1, "platform": "gpu"},
+    "paper-gpu8": {"data": 1, "fsdp": 8, "tensor": 1, "platform": "gpu"},
+    "paper-tpu": {"data": -1, "fsdp": 4, "tensor": 1, "platform": "tpu"},
 }
 GENERAL = "meta-llama/Llama-3.1-8B-Instruct"
 REASONING = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"

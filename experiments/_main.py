@@ -1,28 +1,12 @@
-"""The shared absl main of the stage binaries: `--config` (a configs/*.py file, overridable) and `--workdir`
-(made absolute), then one library call. Each binary is `run(fn)` with fn(config, workdir)."""
-import json
+"""The shared absl main of stage binaries written as `run(fn)` with fn(config, workdir): now
+`rallrec_jax.cli.stage_main`, kept here for wrappers that still import it."""
 import os
 import sys
-from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout: configs/ importable
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
-flags.mark_flags_as_required(["config", "workdir"])
+from rallrec_jax.cli import print_json, stage_main  # noqa: E402,F401
 
 
-def print_json(summary) -> None:
-    print(json.dumps(summary, indent=1, default=str))
-
-
-def run(fn: Callable[..., None]) -> None:
-    def main(argv):
-        del argv
-        logging.set_verbosity(logging.INFO)
-        fn(_CONFIG.value, os.path.abspath(_WORKDIR.value))
-
-    app.run(main)
+def run(fn) -> None:
+    stage_main(os.path.splitext(os.path.basename(sys.argv[0]))[0], fn)

@@ -4,16 +4,12 @@ w/o and w/ hint, merged = RALLRec+), the alpha / epsilon sweeps and the figures 
   python experiments/merge.py --config configs/movielens.py --workdir /abs/workdir   # after experiments/reason.py
   python experiments/merge.py ... --config.reasoning.score=double_softmax            # the official scoring
 """
-from _main import run
+import os
+import sys
 
-from rallrec_jax.reasoning import stage
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout: configs/ importable
 
-
-def show(config, workdir) -> None:
-    result = stage.merge_results(config, workdir)
-    print(stage.results_table(result["rows"]))
-    print(f"figures: {sorted(result['figures'].values())}")
-
+from rallrec_jax import cli  # noqa: E402
 
 if __name__ == "__main__":
-    run(show)
+    cli.merge()

@@ -6,24 +6,9 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout: configs/ importable
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from rallrec_jax import pipeline  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
-_STAGES = flags.DEFINE_list("stages", None, f"subset of {','.join(pipeline.STAGES)} (default: all)")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    del argv
-    pipeline.run_pipeline(_CONFIG.value, os.path.abspath(_WORKDIR.value), _STAGES.value,
-                          progress=lambda msg: print(msg, flush=True))
-
+from rallrec_jax import cli  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.pipeline()

@@ -6,25 +6,9 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout: configs/ importable
 
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from rallrec_jax.data import ctr, prepare  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
-_FORCE = flags.DEFINE_bool("force", False, "prepare again even if the outputs are up to date")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    del argv
-    data = prepare.prepare_data(_CONFIG.value.data, os.path.abspath(_WORKDIR.value), force=_FORCE.value)
-    print(ctr.format_statistics(data.statistics()))
-    print(f"prepared: {prepare.prepared_dir(_CONFIG.value.data, os.path.abspath(_WORKDIR.value))}")
-
+from rallrec_jax import cli  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.prepare_data()

@@ -2,9 +2,12 @@
 
   python experiments/train_lightgcn.py --config configs/quickstart.py --workdir /abs/workdir
 """
-from _main import print_json, run
+import os
+import sys
 
-from rallrec_jax.retrieval import stage
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a checkout: configs/ importable
+
+from rallrec_jax import cli  # noqa: E402
 
 if __name__ == "__main__":
-    run(lambda config, workdir: print_json(stage.run_step(config, workdir, "lightgcn")))
+    cli.train_lightgcn()

@@ -54,10 +54,37 @@ def mesh_shape_from_config(shape: Mapping[str, int] | None, num_devices: int | N
     return resolved
 
 
-def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over all devices (or `devices`), Auto axis types."""
+# What a machine needs for jax to see its accelerator: the matching jaxlib plugin (pyproject.toml's extras).
+_ACCELERATOR_FIX = ("jax sees no GPU/TPU: on a GPU machine install the CUDA jaxlib (pip install -e '.[cuda12]', "
+                    "or '.[cuda13]'), on a TPU VM pip install -e '.[tpu]'; to run on this CPU, choose a config "
+                    "without a paper-gpu*/paper-tpu variant or set --config.mesh.platform=cpu with axes that fit "
+                    "the devices (XLA_FLAGS=--xla_force_host_platform_device_count=N gives N fake CPU devices)")
+
+
+def _check_devices(platform: str, shape: Mapping[str, int], devices: Sequence[jax.Device]) -> None:
+    """A config asking for an accelerator (mesh.platform) or for more devices than a CPU-only jax has fails
+    here with the fix, instead of deep inside jax."""
+    have = devices[0].platform if devices else "none"
+    if platform not in ("", "cpu", "gpu", "tpu"):
+        raise ValueError(f"config.mesh.platform={platform!r} must be '', 'cpu', 'gpu' or 'tpu'")
+    if platform and platform != have:
+        raise RuntimeError(f"the config asks for a {platform.upper()} mesh (config.mesh.platform={platform!r}) but "
+                           f"jax sees {len(devices)} {have.upper()} device(s); " + (
+                               _ACCELERATOR_FIX if have == "cpu" else "run it on a machine of that kind"))
+    need = math.prod(int(n) for n in shape.values() if int(n) != -1)
+    if have == "cpu" and need > len(devices):
+        raise RuntimeError(f"the mesh {dict(shape)} needs {need} devices but jax sees {len(devices)} CPU "
+                           f"device(s); {_ACCELERATOR_FIX}")
+
+
+def make_mesh(shape: Mapping[str, int | str] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (or `devices`), Auto axis types. `shape` may name the
+    platform it is meant for ({"platform": "gpu", ...}, as the paper-scale configs do)."""
     devices = list(jax.devices() if devices is None else devices)
-    resolved = mesh_shape_from_config(shape, len(devices))
+    axes = dict(shape or {})
+    platform = str(axes.pop("platform", "") or "")
+    _check_devices(platform, axes, devices)
+    resolved = mesh_shape_from_config(axes or None, len(devices))
     return jax.make_mesh(
         tuple(resolved[a] for a in MESH_AXES),
         MESH_AXES,

@@ -35,3 +35,22 @@ def test_sharded_sum_equals_numpy():
     arr = jax.device_put(x, parallel.named_sharding(mesh, ("batch", "mlp")))
     assert len(arr.sharding.device_set) == 8
     np.testing.assert_allclose(jax.jit(jnp.sum)(arr), x.sum())
+
+
+def test_a_gpu_or_oversized_mesh_on_cpu_names_the_fix():
+    from configs import movielens
+
+    gpu8 = dict(movielens.get_config("paper-gpu8").mesh)
+    assert gpu8["platform"] == "gpu"
+    with pytest.raises(RuntimeError, match=r"asks for a GPU mesh \(config.mesh.platform='gpu'\).*"
+                                           r"pip install -e '\.\[cuda12\]'"):
+        parallel.make_mesh(gpu8)
+    with pytest.raises(RuntimeError, match=r"asks for a TPU mesh.*pip install -e '\.\[tpu\]'"):
+        parallel.make_mesh(dict(movielens.get_config("paper-tpu").mesh))
+    with pytest.raises(RuntimeError, match=r"needs 16 devices but jax sees 8 CPU device\(s\).*cuda12"):
+        parallel.make_mesh({"data": 2, "fsdp": 8, "tensor": 1})
+    with pytest.raises(ValueError, match="config.mesh.platform='cuda' must be"):
+        parallel.make_mesh({"platform": "cuda"})
+    # The same mesh on the platform it names, or told to use the CPU, is built.
+    mesh = parallel.make_mesh({**gpu8, "platform": "cpu"})
+    assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}

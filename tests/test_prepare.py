@@ -31,7 +31,8 @@ def test_prepare_binary_writes_and_reuses(tmp_path):
     # Same config: nothing is prepared again.
     proc = _run("--config", "configs/test.py", "--workdir", str(workdir))
     assert proc.returncode == 0 and (out / "config.json").stat().st_mtime_ns == stamp
-    assert "up to date" in proc.stderr
+    logs = sorted((workdir / "logs").glob("prepare_data-*.log"), key=lambda p: p.stat().st_mtime_ns)  # INFO: there
+    assert len(logs) == 2 and "up to date" in logs[-1].read_text() and "up to date" not in proc.stderr
     # A changed setting re-prepares.
     proc = _run("--config", "configs/test.py", "--workdir", str(workdir), "--config.data.min_history=6")
     assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rallrec_jax import checkpoint, metrics
+from rallrec_jax import checkpoint, console, metrics
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -35,7 +35,9 @@ def score_examples(model: Llm, tokenizer, examples: Sequence[ex_lib.Example], *,
     yes, no = tok_lib.yes_no_ids(tokenizer)
     scorer = Scorer(model, pad_id=int(tokenizer.pad_token_id), batch_size=batch_size, mesh=mesh,
                     min_bucket=min_bucket)
-    return scorer.yes_probability([list(e.prompt_ids) for e in examples], yes, no, double_softmax=double_softmax)
+    with console.progress(len(examples), "scoring", unit="prompt") as bar:
+        return scorer.yes_probability([list(e.prompt_ids) for e in examples], yes, no,
+                                      double_softmax=double_softmax, progress=bar.update)
 
 
 def attach_adapters(model: Llm, lora_cfg: lora_lib.LoraConfig, directory: str | os.PathLike,

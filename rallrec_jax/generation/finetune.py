@@ -41,7 +41,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax import checkpoint, console, metrics, parallel
 from rallrec_jax.data import batching
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
@@ -496,10 +496,8 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             return True
         return value < track["best"] if loop.metric == "eval_loss" else value > track["best"]
 
-    from tqdm.auto import tqdm
-
     end = loop.total_steps if stop_at is None else min(loop.total_steps, int(stop_at))
-    bar = tqdm(total=loop.total_steps, initial=start, disable=not (loop.progress and is_main), desc="finetune")
+    bar = console.progress(loop.total_steps, "finetune", initial=start, unit="step", enabled=loop.progress)
     step = start
     last_eval: dict = {}
     try:
@@ -526,8 +524,8 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
                       "examples_per_s": real / dt, "bucket": length}
             if step % loop.log_every == 0 or step == end:
                 log.write(record)
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}", refresh=False)  # drawn by update()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}")
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
                 last_eval = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
                 value = last_eval[loop.metric] if loop.metric in last_eval else math.nan

@@ -2,6 +2,6 @@
 
 config (LlmConfig from config.json or GGUF metadata) -> model (NNX decoder, logical sharding axes) ->
 weights (HF safetensors / GGUF -> params, one regex table) -> lora (adapters as nnx.LoRAParam) ->
-tokenizer (AutoTokenizer, chat template, Yes/No ids) -> sampler (prefill + one while_loop decode) and
+tokenizer (AutoTokenizer or a GGUF's own, chat template, Yes/No ids) -> sampler (prefill + one while_loop decode) and
 scoring (P(Yes) at the last real token, mean-pooled hidden states).
 """

@@ -80,7 +80,9 @@ class Scorer:
             raise ValueError("refresh() needs a model with the same structure (e.g. LoRA applied before, not after)")
 
     # ------------------------------------------------------------------ batching
-    def _batched(self, seqs: Sequence[Sequence[int]], fn: Callable) -> np.ndarray:
+    def _batched(self, seqs: Sequence[Sequence[int]], fn: Callable,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """`progress(n)` (optional) is told the n rows of each finished batch (a progress bar's update)."""
         if not seqs:
             raise ValueError("no sequences to score")
         order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -94,6 +96,8 @@ class Scorer:
             length = bucket_length(max(len(s) for s in chunk), self.min_bucket)
             tokens, mask = pad_batch(chunk, length, self.pad_id, side=self.padding_side)
             outs.append(np.asarray(fn(self._put(tokens), self._put(mask)))[:n])
+            if progress is not None:
+                progress(n)
         stacked = np.concatenate(outs, axis=0)
         result = np.empty_like(stacked)
         result[order] = stacked
@@ -105,16 +109,18 @@ class Scorer:
         return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
 
     # ------------------------------------------------------------------ public
-    def next_token_logits(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+    def next_token_logits(self, seqs: Sequence[Sequence[int]], progress: Callable[[int], None] | None = None
+                          ) -> np.ndarray:
         """[N, V] float32 logits of the token after each sequence."""
-        return self._batched(seqs, lambda t, m: _last_logits(self.graphdef, self.state, t, m))
+        return self._batched(seqs, lambda t, m: _last_logits(self.graphdef, self.state, t, m), progress)
 
     def yes_probability(self, seqs: Sequence[Sequence[int]], yes_id: int, no_id: int,
-                        double_softmax: bool = False) -> np.ndarray:
+                        double_softmax: bool = False, progress: Callable[[int], None] | None = None) -> np.ndarray:
         """[N] P(Yes) of each prompt's next token (see the module docstring for `double_softmax`)."""
         return self._batched(seqs, lambda t, m: _yes(self.graphdef, self.state, t, m, jnp.int32(yes_id),
-                                                     jnp.int32(no_id), double_softmax=double_softmax))
+                                                     jnp.int32(no_id), double_softmax=double_softmax), progress)
 
-    def mean_pooled(self, seqs: Sequence[Sequence[int]]) -> np.ndarray:
+    def mean_pooled(self, seqs: Sequence[Sequence[int]], progress: Callable[[int], None] | None = None
+                    ) -> np.ndarray:
         """[N, D] mean of final-normed hidden states over each sequence's real tokens."""
-        return self._batched(seqs, lambda t, m: _pool(self.graphdef, self.state, t, m))
+        return self._batched(seqs, lambda t, m: _pool(self.graphdef, self.state, t, m), progress)

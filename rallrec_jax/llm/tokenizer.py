@@ -1,4 +1,5 @@
-"""Tokenizers (transformers AutoTokenizer, from an HF folder or a GGUF file), chat templates, Yes/No ids.
+"""Tokenizers (from an HF folder with transformers' AutoTokenizer, or from a GGUF file's metadata without
+torch: gguf_tokenizer.py), chat templates, Yes/No ids.
 
 transformers 5 has no `return_tensors="jax"`: everything here returns python lists or numpy arrays.
 The Yes/No answer ids are always looked up from the tokenizer, never hard-coded, because they differ by
@@ -14,10 +15,12 @@ import numpy as np
 
 
 def load_tokenizer(path: str | os.PathLike):
-    """AutoTokenizer from an HF folder, or from a .gguf file (tokenizer and chat template in its metadata)."""
+    """AutoTokenizer from an HF folder, or the tokenizer a .gguf file's metadata describes (vocabulary, chat
+    template, special tokens), built without torch with the ids of transformers' GGUF loader."""
     from transformers import AutoTokenizer
 
     from rallrec_jax import assets
+    from rallrec_jax.llm.gguf_tokenizer import load_gguf_tokenizer
 
     p = pathlib.Path(path)
     if p.suffix != ".gguf" and not p.exists():
@@ -25,7 +28,7 @@ def load_tokenizer(path: str | os.PathLike):
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ValueError(f"GGUF file {p} not found")
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        tok = load_gguf_tokenizer(p)
     else:
         if not p.is_dir():
             raise ValueError(f"tokenizer folder {p} not found")

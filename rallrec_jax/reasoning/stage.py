@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax import checkpoint, console, metrics, parallel
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -194,6 +194,7 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
         raise ValueError(f"reasoning.prompts_per_batch={b}, num_traces={r.num_traces} and "
                          f"max_new_tokens={r.max_new_tokens} must all be >= 1")
     batches_run = 0
+    bar = console.progress(n, f"traces ({mode})", initial=sum(1 for row in range(n) if row in done), unit="row")
     for start in range(0, n, b):
         rows = list(range(start, min(start + b, n)))
         if all(row in done for row in rows):
@@ -227,7 +228,9 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
                 f.flush()
                 os.fsync(f.fileno())
         batches_run += 1
+        bar.update(len(lines))
         logging.info("reasoning %s: %d/%d rows (%.1fs generate, %.1fs score)", mode, len(done), n, t1 - t0, t2 - t1)
+    bar.close()
     return {"mode": mode, "rows_done": sum(1 for row in range(n) if row in done), "rows": n, "file": str(path)}
 
 

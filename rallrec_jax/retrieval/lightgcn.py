@@ -38,7 +38,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import parallel, settings
+from rallrec_jax import console, parallel, settings
 from rallrec_jax.retrieval import native
 
 PROPAGATIONS = ("auto", "jraph", "sparse", "native")
@@ -597,9 +597,12 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
                     metrics = [m for m in json.load(f) if m["epoch"] <= start_epoch]
             logging.info("LightGCN resumed from epoch %d in %s", start_epoch, workdir)
 
+    bar = console.progress(cfg.epochs, "LightGCN", initial=start_epoch, unit="epoch")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loss = trainer.run_epoch(epoch)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)  # drawn by update(), at tqdm's pace
+        bar.update(1)
         entry = {"epoch": epoch + 1, "loss": loss, "seconds": time.perf_counter() - t0}
         last = epoch + 1 == cfg.epochs
         if eval_pairs is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
@@ -610,6 +613,7 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
             manager.save(epoch + 1, args=ocp.args.StandardSave(trainer.pure_state()), force=True)
             manager.wait_until_finished()
             _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+    bar.close()
     if manager is not None:
         manager.wait_until_finished()
         manager.close()

@@ -26,7 +26,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import parallel, settings
+from rallrec_jax import console, parallel, settings
 from rallrec_jax.retrieval.lightgcn import default_mesh
 
 NEGATIVES = ("all", "in_batch")
@@ -171,7 +171,9 @@ def train_ssl(text_emb: np.ndarray, colla_emb: np.ndarray, config: SSLConfig | M
 
     losses = []
     key = jax.random.key(cfg.seed)
-    for e in range(cfg.epochs):
-        state, loss = epoch(state, jax.random.fold_in(key, e))
-        losses.append(float(loss))
+    with console.progress(cfg.epochs, "SSL", unit="epoch") as bar:
+        for e in range(cfg.epochs):
+            state, loss = epoch(state, jax.random.fold_in(key, e))
+            losses.append(float(loss))
+            bar.update(1)
     return SSLResult(np.asarray(project(state)), losses)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from rallrec_jax import console
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
 
@@ -94,19 +95,31 @@ class RetrievalStage:
         path = self.root / f"descriptions_{fp}.jsonl"
         gen = text_embed.generate_fn(self.tools, c["description_max_new_tokens"], c["description_temperature"],
                                      c["description_top_p"], c["description_seed"])
-        return descriptions.describe_items(self.data, gen, path, c["description_batch_size"])
+        bars = []  # made after the first generated batch: items all read from the cache show none
+
+        def shown(done: int, total: int) -> None:
+            if not bars:
+                bars.append(console.progress(total, "descriptions", initial=done, unit="item"))
+            bars[0].update(done - bars[0].n)
+
+        try:
+            return descriptions.describe_items(self.data, gen, path, c["description_batch_size"], progress=shown)
+        finally:
+            for bar in bars:
+                bar.close()
 
     def text_embeddings(self) -> np.ndarray:
         """e_text: [e_title || e_desc] (paper) or e_desc (official); title alone without descriptions."""
         c = self.config
         fp_model = {**self.base, "llm": c["llm_path"]}
         title = cached_array(self.root / "e_title.npy", _fingerprint(fp_model),
-                             lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data)))
+                             lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data),
+                                                            desc="title embeddings"))
         if not c["use_descriptions"]:
             return title
         texts = self.descriptions()
         desc = cached_array(self.root / "e_desc.npy", _fingerprint({**fp_model, "texts": _fingerprint(texts)}),
-                            lambda: text_embed.embed_texts(self.tools, texts))
+                            lambda: text_embed.embed_texts(self.tools, texts, desc="description embeddings"))
         return descriptions.text_embeddings(title, desc, c["text_mode"])
 
     # ---- collaborative ------------------------------------------------------------------------

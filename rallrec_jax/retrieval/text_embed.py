@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from jax.sharding import Mesh
 
-from rallrec_jax import assets
+from rallrec_jax import assets, console
 from rallrec_jax.llm import sampler as sampler_lib
 from rallrec_jax.llm import scoring, tokenizer as tok_lib, weights
 
@@ -37,7 +37,8 @@ def load_text_tools(model_path: str | os.PathLike | None = None, mesh: Mesh | No
                      sampler_lib.Sampler(model, tok_lib.eos_ids(tokenizer), pad, mesh=mesh))
 
 
-def embed_texts(tools: TextTools, texts: Sequence[str], max_tokens: int = 512) -> np.ndarray:
+def embed_texts(tools: TextTools, texts: Sequence[str], max_tokens: int = 512, desc: str = "embedding"
+                ) -> np.ndarray:
     """[N, D] mean-pooled embeddings of raw texts (the tokenizer adds its special tokens, e.g. BOS).
     A text longer than `max_tokens` is an error naming it: silently cutting it would change its vector."""
     ids = [list(x) for x in tools.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
@@ -46,7 +47,8 @@ def embed_texts(tools: TextTools, texts: Sequence[str], max_tokens: int = 512) -
             raise ValueError(f"text {i} has {len(seq)} tokens, over max_tokens={max_tokens}: {texts[i][:80]!r}")
         if not seq:
             raise ValueError(f"text {i} is empty")
-    return tools.scorer.mean_pooled(ids)
+    with console.progress(len(ids), desc, unit="text") as bar:
+        return tools.scorer.mean_pooled(ids, progress=bar.update)
 
 
 def generate_fn(tools: TextTools, max_new_tokens: int = 128, temperature: float = 0.8, top_p: float = 0.9,
