@@ -89,3 +89,11 @@ def test_settings_from_config_sections():
     assert sampling.sample_settings(c) == {"n": 200, "how": "first", "user_cap": 3, "seed": 9}
     assert sampling.sample_settings(ml_collections.ConfigDict({"eval_size": 5})) == {
         "n": 5, "how": "stratified", "user_cap": 10, "seed": 0}
+
+
+def test_a_larger_sample_extends_a_smaller_one():
+    """The draw's order does not depend on n: a run scoring more rows keeps the rows already scored."""
+    users = _users(3)
+    small = sampling.draw(users, "test", 30, "stratified", 6, seed=4)
+    large = sampling.draw(users, "test", 400, "stratified", 6, seed=4)
+    np.testing.assert_array_equal(large.rows[:30], small.rows)
