@@ -9,6 +9,9 @@ def add_pipeline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     # Fig. 8 rows (tuned model; Recent / Retri.-then-Mix / Mix-then-Retri. / ReRank at inference): at most two
     # evaluations more, the others are Table 4 / 6 rows already scored. On in the data-set configs.
     p.retrieval_ablation = False
+    # Only the table rows of these names (e.g. ("Zero-shot LLM", "Tuned LLM (recent history)") to judge a tuning
+    # recipe); () = every row the config asks for. The ID rows (DeepFM, baselines) are always in.
+    p.rows = ()
     # Table 4's "Baseline" rows (generation/baselines.py): the item mean is smoothed towards the global mean with
     # `item_prior` pseudo-ratings; each baseline's logistic regression has a ridge of l2 * N.
     config.baselines = ml_collections.ConfigDict(dict(item_prior=10.0, l2=1e-6))

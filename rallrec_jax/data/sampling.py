@@ -23,6 +23,7 @@ run extends without changing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -45,6 +46,7 @@ class EvalSample:
     user_cap: int  # 0 = none (and always 0 for "first")
     requested: int  # the n asked for (0 = all)
     split_size: int
+    labels: np.ndarray | None = None  # [n] the rows' labels, when drawn from a data set (for the report)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -56,7 +58,14 @@ class EvalSample:
     def prefix(self, n: int) -> EvalSample:
         """The first n rows (all when n is 0 or above the size): itself a sample of that size (module doc)."""
         n = len(self) if not n else min(int(n), len(self))
-        return dataclasses.replace(self, rows=self.rows[:n], users=self.users[:n], requested=n)
+        return dataclasses.replace(self, rows=self.rows[:n], users=self.users[:n], requested=n,
+                                   labels=None if self.labels is None else self.labels[:n])
+
+    def fingerprint(self) -> str:
+        """Identity of the rows (split and ids, in order): two table rows with equal fingerprints were scored
+        on exactly the same rows."""
+        blob = self.split.encode() + np.ascontiguousarray(self.rows, np.int64).tobytes()
+        return hashlib.sha256(blob).hexdigest()[:16]
 
     def describe(self) -> str:
         """One line for a table header: how many rows and users, of what, drawn how."""
@@ -72,17 +81,21 @@ class EvalSample:
         """JSON-ready description without the ids (for stage summaries and the report)."""
         return {"split": self.split, "rows": len(self), "users": self.num_users, "how": self.how,
                 "seed": self.seed, "user_cap": self.user_cap, "requested": self.requested,
-                "split_size": self.split_size, "description": self.describe()}
+                "split_size": self.split_size, "fingerprint": self.fingerprint(), "description": self.describe()}
 
     def to_json(self) -> dict:
-        return {**self.summary(), "row_ids": self.rows.tolist(), "user_ids": self.users.tolist()}
+        out = {**self.summary(), "row_ids": self.rows.tolist(), "user_ids": self.users.tolist()}
+        if self.labels is not None:
+            out["labels"] = self.labels.tolist()
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping) -> EvalSample:
         return cls(split=obj["split"], rows=np.asarray(obj["row_ids"], np.int64),
                    users=np.asarray(obj["user_ids"], np.int64), how=obj["how"], seed=int(obj["seed"]),
                    user_cap=int(obj["user_cap"]), requested=int(obj["requested"]),
-                   split_size=int(obj["split_size"]))
+                   split_size=int(obj["split_size"]),
+                   labels=np.asarray(obj["labels"], np.int64) if "labels" in obj else None)
 
     def save(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the sample as JSON (atomically); returns the path."""
@@ -156,9 +169,10 @@ def sample_settings(config, prefix: str = "eval") -> dict:
 
 
 def split_sample(data, split: str, settings: Mapping) -> EvalSample:
-    """The sample of `split` of a prepared data set (ctr.CTRData) under `sample_settings`."""
-    return draw(data.samples[split]["user"], split, settings["n"], settings["how"], settings["user_cap"],
-                settings["seed"])
+    """The sample of `split` of a prepared data set (ctr.CTRData) under `sample_settings`, with its labels."""
+    s = draw(data.samples[split]["user"], split, settings["n"], settings["how"], settings["user_cap"],
+             settings["seed"])
+    return dataclasses.replace(s, labels=data.samples[split]["label"][s.rows].astype(np.int64))
 
 
 def evaluation_sample(data, config) -> EvalSample:

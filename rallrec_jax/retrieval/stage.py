@@ -224,10 +224,14 @@ def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: 
     return {"split": split, "k": k, "lightgcn": ours, "popularity": popular}
 
 
-def eval_indices(data: CTRData, eval_size: int) -> list[int]:
-    """The evaluated test rows: the first `eval_size` (the official 10,000), all when 0."""
-    n = data.num_samples("test")
-    return list(range(n if not eval_size else min(eval_size, n)))
+def eval_indices(data: CTRData, config) -> list[int]:
+    """The evaluated test rows: the evaluation sample of a full config (`eval_size` rows drawn as
+    `eval_sample`, data/sampling.py); an int is the official first `eval_size` rows (all when 0)."""
+    from rallrec_jax.data import sampling  # data is below retrieval: a downward import
+
+    if isinstance(config, int):
+        return sampling.draw(data.samples["test"]["user"], "test", config, "first").rows.tolist()
+    return sampling.evaluation_sample(data, config).rows.tolist()
 
 
 def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.TextTools | None = None) -> dict:
@@ -250,7 +254,7 @@ def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.Te
                 "mean_cos_to_shuffled_colla": float((unit(e_ssl[valid]) * np.roll(unit(colla[valid]), 1, 0))
                                                     .sum(axis=1).mean())}
     if step == "retrieve":
-        indices = eval_indices(data, config.eval_size)
+        indices = eval_indices(data, config)
         out = stage.retrieve("test", indices)
         lengths = np.array([len(x[0]) for x in out])
         return {"step": step, "samples": len(out), "order": config.retrieval.order, "kind": config.retrieval.kind,
