@@ -110,3 +110,10 @@ def test_collaborative_evaluation_reports_both_models(data, tools, tmp_path):
         assert 0.0 <= report[model]["recall@10"] <= 1.0 and 0.0 <= report[model]["ndcg@10"] <= 1.0
     users, items = stage_lib.heldout_pairs(data, "validation")
     assert len(users) == int(data.samples["validation"]["label"].sum())
+    # Items (users) the training graph never saw hold zero rows, and the stage counts them.
+    graph_users, graph_items = stage.graph_interactions()
+    cold_items = data.num_items - len(np.unique(graph_items))
+    assert report["cold_items"] == cold_items and report["cold_users"] == data.num_users - len(np.unique(graph_users))
+    _, item_emb = stage.lightgcn_embeddings()
+    unseen = np.setdiff1d(np.arange(data.num_items), graph_items)
+    assert cold_items == len(unseen) and not np.abs(item_emb[unseen]).any()

@@ -137,7 +137,11 @@ class RetrievalStage:
 
         user = cached_array(folder / "user_emb.npy", fp, lambda: train("user"))
         item = cached_array(folder / "item_emb.npy", fp, lambda: train("item"))
-        return user, item
+        # Nodes without a training interaction get zero rows (lightgcn.py); applied to cached arrays too, which
+        # may predate that rule.
+        user_seen, item_seen = lightgcn.seen_nodes(*self.graph_interactions(), self.data.num_users,
+                                                   self.data.num_items)
+        return lightgcn.zero_cold_rows(user, user_seen), lightgcn.zero_cold_rows(item, item_seen)
 
     def collaborative_embeddings(self) -> np.ndarray:
         return self.lightgcn_embeddings()[1]
@@ -221,7 +225,10 @@ def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: 
     user_emb, item_emb = stage.lightgcn_embeddings()
     ours = lightgcn.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
     popular = lightgcn.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
-    return {"split": split, "k": k, "lightgcn": ours, "popularity": popular}
+    # Items (users) the graph never saw hold zero rows: no collaborative similarity, counted here.
+    cold = {"cold_items": int((np.abs(item_emb).sum(1) == 0).sum()),
+            "cold_users": int((np.abs(user_emb).sum(1) == 0).sum())}
+    return {"split": split, "k": k, "lightgcn": ours, "popularity": popular, **cold}
 
 
 def eval_indices(data: CTRData, config) -> list[int]:
