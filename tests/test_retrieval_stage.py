@@ -117,3 +117,21 @@ def test_collaborative_evaluation_reports_both_models(data, tools, tmp_path):
     _, item_emb = stage.lightgcn_embeddings()
     unseen = np.setdiff1d(np.arange(data.num_items), graph_items)
     assert cold_items == len(unseen) and not np.abs(item_emb[unseen]).any()
+
+
+def test_stage_text_similarity_is_the_centred_cosine(data, tools, tmp_path):
+    """The stage's paper-style text similarity: cosines of the text embeddings centred over the items
+    (retrieval.text_center, default on); uncentred when switched off."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    config = _config()
+    config.use_descriptions = False
+    stage = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    text = stage.text_embeddings().astype(np.float64)
+    items = np.arange(0, data.num_items, 5)
+    got = stage.similarity("text")(items, np.broadcast_to(items, (len(items), len(items))))
+    np.testing.assert_allclose(got, cosine_similarity(text - text.mean(0))[np.ix_(items, items)], atol=2e-5)
+    config.text_center = False
+    plain = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).similarity("text")
+    np.testing.assert_allclose(plain(items, np.broadcast_to(items, (len(items), len(items)))),
+                               cosine_similarity(text)[np.ix_(items, items)], atol=2e-5)

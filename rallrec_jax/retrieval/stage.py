@@ -168,7 +168,8 @@ class RetrievalStage:
         text = self.text_embeddings() if kind in ("text", "mix", "mix3") + two else None
         colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3") + two else None
         ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
-        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"])
+        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"],
+                                  text_center=bool(c.get("text_center", True)), text_pca=int(c.get("text_pca", 0)))
 
     def retrieve(self, split: str, indices: Sequence[int], order: str | None = None,
                  kind: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
