@@ -213,12 +213,21 @@ class Pipeline:
         row is saved with the row ids in deepfm/predictions.npz for the report's intervals."""
         sample = self.eval_sample()
         rows = sample.rows
-        table = features.categorical_fields(self.data)
-        model, history = deepfm.train_deepfm(table.fields["train"], table.labels["train"],
-                                             table.fields["validation"], table.labels["validation"],
-                                             table.cardinalities, self.config.deepfm)
-        probs = {report.DEEPFM: deepfm.predict(model, table.fields["test"][rows])}
         b = baselines_lib.settings(self.config.get("baselines"))
+        table = features.categorical_fields(self.data)
+        variants = [(report.DEEPFM, table)]
+        if b["deepfm_recent"]:  # the same model with the recent ratings the prompt shows as one more field
+            variants.append((report.DEEPFM_RECENT,
+                             features.categorical_fields(self.data, history_k=self.config.evaluate.k_history)))
+        probs, trained = {}, {}
+        for name, fields in variants:
+            self.progress(f"[deepfm] {name}")
+            model, history = deepfm.train_deepfm(fields.fields["train"], fields.labels["train"],
+                                                 fields.fields["validation"], fields.labels["validation"],
+                                                 fields.cardinalities, self.config.deepfm)
+            probs[name] = deepfm.predict(model, fields.fields["test"][rows])
+            trained[name] = {"best_epoch": history["best_epoch"], "epochs": history["epochs"], "fields": fields.names}
+        history = trained[report.DEEPFM]
         fit = baselines_lib.fit_baselines(self.data, self.config.evaluate.k_history, b["item_prior"], b["l2"])
         probs.update(baselines_lib.predict_baselines(fit, self.data, sample.split, rows))
         labels = table.labels["test"][rows]
@@ -230,7 +239,9 @@ class Pipeline:
         return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
                 "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
                 "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
-                "best_epoch": history["best_epoch"], "epochs": history["epochs"], "unseen_test": table.unseen["test"]}
+                "variants": {name: metrics.ctr_metrics(labels, probs[name]) for name in probs if name != report.DEEPFM},
+                "best_epoch": history["best_epoch"], "epochs": history["epochs"], "training": trained,
+                "unseen_test": table.unseen["test"]}
 
     def _training_histories(self) -> dict[str, ex_lib.HistoryFn]:
         """The official tuning set: per sampled train row, [high, sequential, simple] prompts whose

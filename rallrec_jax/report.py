@@ -29,11 +29,15 @@ TITLES = {"main": "Main results (Table 4)", "ablation": "KP / CM ablation (Table
           "embedding": "Embeddings for retrieval (Table 6)", "retrieval": "Inference-time retrieval (Fig. 8)"}
 ZERO_SHOT, TUNED_RECENT = "Zero-shot LLM", "Tuned LLM (recent history)"
 RELLA, RALLREC, RALLREC_PLUS, DEEPFM = "ReLLa (text retrieval)", "RALLRec", "RALLRec+", "DeepFM"
-HISTORY_MEAN = "History mean rating"
+DEEPFM_RECENT = "DeepFM + recent ratings"  # one more field: the mean of the ratings the prompt shows
+HISTORY_MEAN, TWO_MEANS = "History mean rating", "History + item means (LR)"
 # (a, b, why): AUC(a) - AUC(b), the comparisons the paper (and issue 13) make; each LLM row vs DeepFM is added.
 COMPARISONS = ((TUNED_RECENT, ZERO_SHOT, "tuning"), (TUNED_RECENT, HISTORY_MEAN, "reads more than the ratings"),
+               (TUNED_RECENT, TWO_MEANS, "vs the best rating baseline"),
                (RALLREC, RELLA, "RALLRec vs ReLLa"), (RALLREC, TUNED_RECENT, "retrieval over recent history"),
-               (RALLREC_PLUS, RALLREC, "reasoning + merge"))
+               (RALLREC, TWO_MEANS, "vs the best rating baseline"), (RALLREC_PLUS, RALLREC, "reasoning + merge"),
+               (DEEPFM, TWO_MEANS, "IDs vs the two rating means"),
+               (DEEPFM_RECENT, TWO_MEANS, "IDs + recent ratings vs the two means"))
 METRICS = ("auc", "gauc", "logloss", "acc")
 
 Source = Mapping[str, str]  # {"file": path (relative to the workdir, or absolute), "key": array name or ""}
@@ -57,6 +61,9 @@ def collect_rows(results: Mapping, train_kind: str) -> tuple[list[dict], dict]:
     if ids:
         rows.append({"table": "main", "group": "ID", "model": DEEPFM, "metrics": ids["metrics"],
                      "source": {"file": ids.get("probabilities", ""), "key": f"model/{DEEPFM}"}})
+    for name, m in (ids.get("variants") or {}).items():
+        rows.append({"table": "main", "group": "ID", "model": name, "metrics": m,
+                     "source": {"file": ids.get("probabilities", ""), "key": f"model/{name}"}})
     for entry in (results.get("evaluate") or {}).values():
         row = entry["row"]
         group = "Ours" if row["name"] == RALLREC else "LLM"
@@ -118,7 +125,7 @@ def _with_intervals(row: dict, part: EvalSample, probs: np.ndarray, boot: Mappin
 
 def _comparisons(main: dict[str, tuple[EvalSample, np.ndarray]], boot: Mapping) -> list[dict]:
     pairs = [(a, b, why) for a, b, why in COMPARISONS]
-    llm = [name for name in main if name not in (DEEPFM,) and not name.startswith(("History", "Item"))]
+    llm = [name for name in main if not name.startswith(("DeepFM", "History", "Item"))]
     pairs += [(name, DEEPFM, "vs the ID baseline") for name in llm]
     out = []
     for a, b, why in pairs:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from rallrec_jax.data import features
 from rallrec_jax.data.ctr import CTRData
 
 NAMES = ("History mean rating", "Item mean rating", "History + item means (LR)", "Item popularity")
@@ -73,18 +74,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, iterations: int
 def history_mean_rating(data: CTRData, split: str, rows: Sequence[int] | np.ndarray, k: int,
                         fallback: float) -> np.ndarray:
     """[n] mean rating of each row's K most recent history items (what the `simple` prompt shows);
-    `fallback` for a row without history."""
-    if k < 1:
-        raise ValueError(f"k_history={k} must be >= 1")
-    rows = np.asarray(rows, np.int64)
-    s = data.samples[split]
-    start = data.seq_offsets[s["user"][rows]].astype(np.int64)  # [n] the user's sequence start
-    pos = s["position"][rows].astype(np.int64)  # [n] history length
-    shown = np.minimum(pos, k)
-    csum = np.concatenate([[0], np.cumsum(data.seq_rating, dtype=np.int64)])  # [T + 1]
-    total = csum[start + pos] - csum[start + pos - shown]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(shown > 0, total / np.maximum(shown, 1), fallback)
+    `fallback` for a row without history (data/features.py computes it, DeepFM's optional field reads it too)."""
+    return features.recent_mean_rating(data, split, rows, k, fallback)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +137,7 @@ def predict_baselines(fit: BaselineFit, data: CTRData, split: str, rows: Sequenc
 
 
 def settings(config: Mapping | None) -> dict:
-    """baselines.{item_prior, l2} with defaults (older configs have no `baselines` section)."""
+    """baselines.{item_prior, l2, deepfm_recent} with defaults (older configs have no `baselines` section)."""
     config = config or {}
-    return {"item_prior": float(config.get("item_prior", 10.0)), "l2": float(config.get("l2", 1e-6))}
+    return {"item_prior": float(config.get("item_prior", 10.0)), "l2": float(config.get("l2", 1e-6)),
+            "deepfm_recent": bool(config.get("deepfm_recent", True))}
