@@ -19,7 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", l
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
 _ADAPTERS = flags.DEFINE_string("adapters", None, "'' zero-shot, 'best' (the finetune run's), or a folder; "
                                 "default config.evaluate.adapters")
-_ROWS = flags.DEFINE_integer("rows", None, "first N rows of the split (default config.eval_size; 0 = all)")
+_ROWS = flags.DEFINE_integer("rows", None, "the split's first N rows (0 = all); default: the config's evaluation "
+                             "sample, config.eval_size rows drawn as config.eval_sample (user-stratified)")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
