@@ -72,6 +72,23 @@ def test_killed_during_tuning_resumes_without_redoing(tiny_env, tmp_path):
     assert (workdir / "evaluate" / "retrieval_retri_then_mix_high_tuned.npy").is_file()
     assert not (workdir / "evaluate" / "retrieval_mix3_rerank_tuned.npy").exists()
     assert (workdir / "report" / "figure8.png").is_file()
+    # Every row is scored on the saved evaluation sample (a user-stratified one) and carries its intervals;
+    # RALLRec+ and Table 5 on its first reasoning.num_rows rows.
+    sample = sampling.EvalSample.load(workdir / "evaluate" / "sample.json")
+    assert report["sample"]["row_ids"] == sample.rows.tolist() and sample.how == "stratified"
+    head = sample.prefix(8)  # configs/test.py:tiny: reasoning.num_rows = 8
+    assert {"History mean rating", "History + item means (LR)", "Item popularity", "DeepFM + recent ratings",
+            "Tuned LLM (recent history)"} <= models
+    for row in report["rows"]:
+        sub = row["model"] == "RALLRec+" or row["table"] == "ablation"
+        assert row["sample"] == (head if sub else sample).fingerprint(), row["model"]
+        for key in ("auc", "logloss", "acc"):
+            lo, hi = row["intervals"][key]
+            assert lo <= row["metrics"][key] <= hi, (row["model"], key)
+    pairs = {(c["a"], c["b"]) for c in report["comparisons"]}
+    assert {("Tuned LLM (recent history)", "Zero-shot LLM"), ("RALLRec", "ReLLa (text retrieval)"),
+            ("RALLRec+", "RALLRec"), ("RALLRec", "DeepFM")} <= pairs
+    assert sample.describe() in (workdir / "report" / "results.md").read_text()
     # A third run finds everything up to date.
     third = subprocess.run(_cmd(workdir), cwd=ROOT, env=tiny_env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and third.stdout.count("up to date, skipped") == 7
