@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 from collections.abc import Mapping
@@ -155,6 +156,9 @@ def draw(users: np.ndarray, split: str, n: int, how: str = "stratified", user_ca
     else:
         user_cap = int(user_cap) if n else 0  # n = 0 is the whole split: nothing capped, only ordered
         rows = stratified_rows(users, int(n), user_cap, int(seed))
+        if n and rows.shape[0] < min(int(n), total):
+            logging.warning("%s sample: %d rows asked for, the pool capped at %d rows per user holds %d; raise "
+                            "eval_user_cap for more", split, n, user_cap, rows.shape[0])
     return EvalSample(split=split, rows=rows, users=users[rows].astype(np.int64), how=how, seed=int(seed),
                       user_cap=int(user_cap), requested=int(n), split_size=total)
 
