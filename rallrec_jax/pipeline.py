@@ -239,7 +239,8 @@ class Pipeline:
         return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
                 "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
                 "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
-                "variants": {name: metrics.ctr_metrics(labels, probs[name]) for name in trained if name != report.DEEPFM},
+                "variants": {name: metrics.ctr_metrics(labels, probs[name])
+                             for name in trained if name != report.DEEPFM},
                 "best_epoch": history["best_epoch"], "epochs": history["epochs"], "training": trained,
                 "unseen_test": table.unseen["test"]}
 

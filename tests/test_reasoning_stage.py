@@ -97,7 +97,8 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(setup, tmp_path)
         f.write('{"row": 2, "label": 1, "tra')  # a torn line, as a kill in mid-write leaves
     torn = path.read_text()
     first_rows = stage.reasoning_rows(config, data)[:config.reasoning.prompts_per_batch]
-    assert sorted(stage.read_records(path)) == sorted(first_rows) and path.read_text() == torn  # a reader changes nothing
+    # a reader changes nothing
+    assert sorted(stage.read_records(path)) == sorted(first_rows) and path.read_text() == torn
     second = stage.reason(config, tmp_path, **kw)
     assert second["hint"]["rows_done"] == config.reasoning.num_rows
     assert _records(tmp_path, "hint") == _records(work, "hint")

@@ -15,8 +15,8 @@ the prefix is itself a user-stratified sample of that size, and a longer run onl
 
 A killed run resumes: rows already in traces.jsonl are kept (a torn last line is dropped), and the rest are
 generated with the same seeds as an uninterrupted run. Rows go to the sampler in fixed batches of
-`prompts_per_batch` (batch b = the rows at sample positions [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so a row's traces depend
-only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
+`prompts_per_batch` (batch b = the rows at sample positions [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so
+a row's traces depend only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
 settings check, and a run can be extended to more rows. Both modes use the same seeds per row.
 
 `merge_results(config, workdir)` reads those files and writes `reasoning/results.json` / `results.md` (rows:
