@@ -6,6 +6,14 @@ import ml_collections
 
 
 def add_generation(config: ml_collections.ConfigDict, sample_size: int = 8192) -> ml_collections.ConfigDict:
+    # The evaluation sample: every table row (the LLM rows, DeepFM, the baselines) is scored on the same
+    # `eval_size` test rows (set per data set; 0 = all), saved with their ids in <workdir>/evaluate/sample.json.
+    # "stratified": seeded, at most `eval_user_cap` rows per user, one row per user first, then uniform over
+    # the capped pool (data/sampling.py); "first": the official first eval_size rows of the time-sorted split,
+    # which hold a handful of users (the first 100 ML-1M test rows are 2 users).
+    config.eval_sample = "stratified"
+    config.eval_user_cap = 10  # 2,000 ML-1M test rows: all 586 test users, 321 of them with both labels
+    config.eval_seed = 0
     # Device mesh (data, fsdp, tensor); -1 = all remaining devices.
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
 
@@ -38,7 +46,12 @@ def add_generation(config: ml_collections.ConfigDict, sample_size: int = 8192) -
     f.epochs = 20
     f.max_steps = 0  # 0 = epochs * ceil(N / effective_batch)
     f.eval_every = 0  # steps between validations; 0 = once per epoch (official)
-    f.eval_size = 1000  # first N validation rows for early stopping (official: 1000 TEST rows; we never use test)
+    # Early stopping validates on `eval_size` validation rows (official: the first 1,000 TEST rows; never test
+    # here), drawn as the evaluation sample is (eval_sample, eval_user_cap, eval_seed; data/sampling.py).
+    f.eval_size = 1000
+    f.eval_sample = "stratified"
+    f.eval_user_cap = 10
+    f.eval_seed = 0
     f.eval_order = "simple"
     f.eval_batch = 8
     f.early_stopping_metric = "eval_loss"  # or "eval_auc"

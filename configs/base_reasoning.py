@@ -15,7 +15,9 @@ def reasoning_config(**overrides) -> ml_collections.ConfigDict:
     r.param_dtype = "float32"
     r.dtype = "float32"
     r.modes = ("plain", "hint")  # plain prompt (Tables 2/3) and knowledge-injected prompt (KP, eq. 9)
-    r.num_rows = 0  # 0 = config.eval_size
+    # The first N rows of the evaluation sample (config.eval_size rows, user-stratified by default; every prefix
+    # of it is itself a user-stratified sample, data/sampling.py); 0 = the whole sample.
+    r.num_rows = 0
     r.num_traces = 5  # K traces per sample (spec 3.4: the consistency analysis uses five runs)
     r.temperature = 0.6  # DeepSeek-R1 guidance
     r.top_p = 0.95
@@ -25,6 +27,10 @@ def reasoning_config(**overrides) -> ml_collections.ConfigDict:
     r.prompts_per_batch = 4  # rows sampled together (part of the seeding: keep it fixed across a resume)
     r.score_batch = 8
     r.max_prompt_tokens = 2048  # oldest history items dropped beyond it (0 = no limit)
+    # The KP hint's bands were set for the official double-softmax P_G: "follow" reads a plain-softmax P_G
+    # (evaluate.double_softmax=False) on that scale first, so the hedges keep their meaning; "official" applies
+    # the margins to P_G as it is (with a plain softmax almost every hint then reads "is"). reasoning/hints.py.
+    r.hint_bands = "follow"
     r.official_prompt = False  # True: the released string ("<think>" in the user turn, no generation prompt)
     r.score = "softmax"  # trace P(Yes): "softmax" (Yes/No logits), "double_softmax" (official), "text" (parser)
     # Consistency-based merging (eq. 10).

@@ -20,7 +20,11 @@ def retrieval_config() -> ml_collections.ConfigDict:
                                            weight_decay=1e-4, epochs=300, seed=0))
     r.kind = "mix3"  # text | colla | mix | mix3 (Table 6) | hybrid (score mix) | retri_then_mix (Fig. 8)
     r.style = "paper"  # "paper": per-row L2 blocks; "official": PCA text, max-norm blocks, cosine
-    r.pca_dim = 128
+    r.pca_dim = 128  # the official style's PCA of the text block
+    # Paper style: the text block centred over the items before its L2 norm (mean-pooled LLM states share one
+    # large direction, so uncentred cosines bunch together), and optionally PCA to `text_pca` components (0 = off).
+    r.text_center = True
+    r.text_pca = 0
     r.k_history = 30
     r.order = "rerank"  # simple | high | sequential | rerank | official_rerank
     r.gamma = 2.0 / 3.0

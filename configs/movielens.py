@@ -13,5 +13,8 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config.reasoning = base_reasoning.reasoning_config()
     config.retrieval = base_retrieval.retrieval_config()
     base_pipeline.add_pipeline(config)
+    # Chosen on ML-1M's validation AUC (0.7473 at dropout 0.2 vs 0.7454 at Guo et al.'s 0.5; with the recent-rating
+    # field 0.7684 vs 0.7668); learning rate 3e-4, embed_dim 32 or weight decay 1e-4 did not move it.
+    config.deepfm.dropout = 0.2
     config.pipeline.retrieval_ablation = True  # Fig. 8 rows (the paper shows MovieLens only)
     return base_scale.apply_variant(config, variant)

@@ -154,7 +154,8 @@ def evaluate(argv: Sequence[str] | None = None) -> None:
     common = _Common()
     adapters = flags.DEFINE_string("adapters", None, "'' zero-shot, 'best' (the finetune run's), or a folder; "
                                    "default config.evaluate.adapters")
-    rows = flags.DEFINE_integer("rows", None, "first N rows of the split (default config.eval_size; 0 = all)")
+    rows = flags.DEFINE_integer("rows", None, "the split's first N rows (0 = all); default: the config's evaluation "
+                                "sample, config.eval_size rows drawn as config.eval_sample (user-stratified)")
 
     def main(argv):
         del argv

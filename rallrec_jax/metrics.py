@@ -1,4 +1,4 @@
-"""CTR metrics: ROC-AUC, LogLoss and accuracy, in JAX, equal to scikit-learn's.
+"""CTR metrics: ROC-AUC, LogLoss and accuracy, in JAX, equal to scikit-learn's; GAUC and user-level bootstrap intervals.
 
 The official code scores every model with `sklearn.metrics.roc_auc_score`, `log_loss` and
 `accuracy_score(labels, p > 0.5)` (spec 3.3). This module reproduces those three numbers with
@@ -176,3 +176,164 @@ def ctr_metrics(labels, probs, *, precision: Precision = "float64") -> dict[str,
     y, p = _validate(labels, probs, need_both_classes=True, need_unit_range=True)
     auc, ll, acc = _run(_all_metrics, y, p, precision)
     return {"auc": float(auc), "logloss": float(ll), "acc": float(acc)}
+
+
+# ----------------------------------------------------------------------------- per-user metrics and intervals
+#
+# A recommender's test rows come in users: rows of one user share the user's taste and rating habits, so
+# they are not independent draws, and an interval that resamples rows is too narrow when a few users hold
+# many rows. The intervals below resample USERS with replacement (each resample draws as many users as the
+# sample holds, every drawn user bringing all their rows), which is the level at which the rows were drawn
+# (data/sampling.py). They are percentile intervals of 1,000 resamples by default, in vectorised numpy:
+# a resample is a vector of user counts, turned into row weights, and every metric is a weighted one.
+
+
+def _as_users(users, n: int) -> tuple[np.ndarray, int]:
+    """users [N] (any ids) -> (index [N] into 0..U-1 in sorted-id order, U)."""
+    u = np.asarray(users)
+    if u.shape != (n,):
+        raise ValueError(f"users must be [{n}] (one user per row), got shape {u.shape}")
+    uniq, index = np.unique(u, return_inverse=True)
+    return index.reshape(-1), int(uniq.shape[0])
+
+
+def gauc(labels, scores, users) -> dict:
+    """Group AUC: each user's ROC-AUC (midranks for ties), averaged over the users who have both labels,
+    weighted by their number of rows (as recommender libraries report it). Returns {"gauc", "users" (that
+    count), "rows" (their rows)}; gauc is NaN when no user has both labels."""
+    y, s = _validate(labels, scores, need_both_classes=False, need_unit_range=False, name="scores")
+    per_user, weight, _ = _per_user_auc(y, s, _as_users(users, y.shape[0])[0])
+    valid = ~np.isnan(per_user)
+    if not valid.any():
+        return {"gauc": float("nan"), "users": 0, "rows": 0}
+    return {"gauc": float(np.sum(per_user[valid] * weight[valid]) / np.sum(weight[valid])),
+            "users": int(valid.sum()), "rows": int(weight[valid].sum())}
+
+
+def _per_user_auc(y: np.ndarray, s: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-user AUC [U] (NaN without both labels), rows per user [U], U. Mann-Whitney with midranks inside
+    each user: AUC_u = (sum of positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)."""
+    num_users = int(index.max()) + 1 if index.size else 0
+    order = np.lexsort((s, index))  # by user, then score
+    su, ss = index[order], s[order]
+    n = su.shape[0]
+    user_start = np.flatnonzero(np.r_[True, su[1:] != su[:-1]])  # [U']
+    within = np.arange(n) - np.repeat(user_start, np.diff(np.r_[user_start, n]))  # [N] 0-based rank in user
+    tie_start = np.flatnonzero(np.r_[True, (su[1:] != su[:-1]) | (ss[1:] != ss[:-1])])  # [G] tie groups
+    tie_len = np.diff(np.r_[tie_start, n])
+    mid = np.repeat(within[tie_start] + (tie_len - 1) / 2.0 + 1.0, tie_len)  # [N] 1-based midrank in user
+    pos = y[order].astype(np.float64)
+    n_pos = np.bincount(su, weights=pos, minlength=num_users)
+    rows = np.bincount(su, minlength=num_users).astype(np.float64)
+    n_neg = rows - n_pos
+    rank_sum = np.bincount(su, weights=pos * mid, minlength=num_users)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return auc, rows, num_users
+
+
+def user_resample_counts(num_users: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """[R, U] how often each user is drawn in each resample (U draws with replacement): a function of
+    (U, R, seed) alone, so every table row over the same sample sees the same resamples."""
+    if resamples < 1 or num_users < 1:
+        raise ValueError(f"resamples={resamples} and users={num_users} must be >= 1")
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(num_users, np.full(num_users, 1.0 / num_users), size=resamples)
+
+
+def weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every weight vector: weights [R, N] -> [R] (sklearn's `sample_weight` AUC, ties counting
+    one half; NaN where a class has zero weight). The scores are sorted once; each row of weights is
+    summed per distinct score level, and AUC = sum_l P_l (N_below_l + N_l / 2) / (P N)."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, np.float64)
+    w = np.atleast_2d(np.asarray(weights, np.float64))
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])  # [L] distinct levels, ascending
+    ws, ys = w[:, order], y[order]
+    pos = np.add.reduceat(np.where(ys, ws, 0.0), starts, axis=1)  # [R, L]
+    neg = np.add.reduceat(np.where(ys, 0.0, ws), starts, axis=1)  # [R, L]
+    below = np.cumsum(neg, axis=1) - neg  # [R, L] negative weight strictly below each level
+    total_p, total_n = pos.sum(1), neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.sum(pos * (below + 0.5 * neg), axis=1) / (total_p * total_n)
+    out[(total_p == 0) | (total_n == 0)] = np.nan
+    return out
+
+
+def _row_losses(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row log loss (clipped as `binary_log_loss` in float64) and correctness of p > 0.5: [N], [N]."""
+    eps = np.finfo(np.float64).eps
+    ll = -(y * np.log(np.clip(p, eps, 1 - eps)) + (1 - y) * np.log(np.clip(1 - p, eps, 1 - eps)))
+    return ll, ((p > 0.5) == y.astype(bool)).astype(np.float64)
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+def _chunks(counts: np.ndarray, index: np.ndarray, chunk: int = 128):
+    """Row weights [r, N] of consecutive blocks of resamples (bounded memory for large samples)."""
+    for a in range(0, counts.shape[0], chunk):
+        yield counts[a:a + chunk][:, index].astype(np.float64)
+
+
+def bootstrap_metrics(labels, probs, users, *, resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict:
+    """AUC, GAUC, LogLoss and ACC of one table row with user-level bootstrap intervals.
+
+    Returns {"auc": {"value", "lo", "hi"}, "gauc": {... , "users"}, "logloss": {...}, "acc": {...},
+    "rows", "users", "resamples", "seed", "level"}. Point values are the sample's own (`ctr_metrics`,
+    `gauc`); lo/hi the percentile interval of the resamples' values."""
+    y, p = _validate(labels, probs, need_both_classes=True, need_unit_range=True)
+    index, num_users = _as_users(users, y.shape[0])
+    counts = user_resample_counts(num_users, resamples, seed)  # [R, U]
+    ll, correct = _row_losses(y, p)
+    per_user, rows_per_user, _ = _per_user_auc(y, p, index)
+    valid = ~np.isnan(per_user)
+    dist = {"auc": [], "logloss": [], "acc": []}
+    for w in _chunks(counts, index):
+        total = w.sum(1)
+        dist["auc"].append(weighted_auc(y, p, w))
+        dist["logloss"].append(w @ ll / total)
+        dist["acc"].append(w @ correct / total)
+    dist = {k: np.concatenate(v) for k, v in dist.items()}
+    uw = counts[:, valid] * rows_per_user[valid]  # [R, U_valid] user weight in each resample
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist["gauc"] = (uw @ per_user[valid]) / uw.sum(1) if valid.any() else np.full(resamples, np.nan)
+    # Point values in float64 numpy (the same numbers as ctr_metrics, held to sklearn in the tests), so that
+    # samples of many sizes never pay a jit compilation each.
+    g = gauc(y, p, index)
+    point = {"auc": float(weighted_auc(y, p, np.ones_like(p))[0]), "logloss": float(ll.mean()),
+             "acc": float(correct.mean()), "gauc": g["gauc"]}
+    out = {k: {"value": float(point[k]), **dict(zip(("lo", "hi"), _interval(dist[k], level)))}
+           for k in ("auc", "gauc", "logloss", "acc")}
+    out["gauc"]["users"] = g["users"]
+    return {**out, "rows": int(y.shape[0]), "users": num_users, "resamples": int(resamples), "seed": int(seed),
+            "level": float(level)}
+
+
+def paired_auc_difference(labels, probs_a, probs_b, users, *, resamples: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> dict:
+    """AUC(a) - AUC(b) on the same rows, with a paired user-level bootstrap: both rows are scored on every
+    resample's users, so what the two share (which users happen to be drawn) cancels in the difference.
+    Returns {"delta", "lo", "hi", "share_above_zero" (of the resamples), "rows", "users", ...}."""
+    y, a = _validate(labels, probs_a, need_both_classes=True, need_unit_range=False, name="probs_a")
+    _, b = _validate(labels, probs_b, need_both_classes=True, need_unit_range=False, name="probs_b")
+    index, num_users = _as_users(users, y.shape[0])
+    counts = user_resample_counts(num_users, resamples, seed)
+    diffs = np.concatenate([weighted_auc(y, a, w) - weighted_auc(y, b, w) for w in _chunks(counts, index)])
+    lo, hi = _interval(diffs, level)
+    finite = diffs[np.isfinite(diffs)]
+    ones = np.ones_like(a)
+    delta = float(weighted_auc(y, a, ones)[0] - weighted_auc(y, b, ones)[0])
+    return {"delta": delta, "lo": lo, "hi": hi,
+            "share_above_zero": float(np.mean(finite > 0)) if finite.size else float("nan"),
+            "rows": int(y.shape[0]), "users": num_users, "resamples": int(resamples), "seed": int(seed),
+            "level": float(level)}

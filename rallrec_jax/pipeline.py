@@ -27,11 +27,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import ml_collections
+import numpy as np
 
-from rallrec_jax import metrics
-from rallrec_jax.data import ctr, features, prepare
+from rallrec_jax import metrics, report
+from rallrec_jax.data import ctr, features, prepare, sampling
+from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
 from rallrec_jax.generation.histories import retrieved_history
+from rallrec_jax.report import training_data
 from rallrec_jax.retrieval import stage as retrieval_stage
 
 STAGES = ("data", "retrieval", "deepfm", "finetune", "evaluate", "reasoning", "report")
@@ -72,9 +75,11 @@ FIG8_RETRIEVALS = (("Recent", None, "simple"), ("Retri.-then-Mix", "retri_then_m
 
 
 def evaluation_rows(config) -> list[EvalRow]:
-    """Table 4's LLM rows, Table 6's embedding rows and Fig. 8's retrieval rows that the config asks for."""
+    """Table 4's LLM rows, Table 6's embedding rows and Fig. 8's retrieval rows that the config asks for
+    (`pipeline.rows`, when set, keeps only the rows of those names: e.g. a tuning recipe scored on two rows)."""
     p = config.pipeline
     rows = [EvalRow("main", "Zero-shot LLM", False, None, "simple"),
+            EvalRow("main", report.TUNED_RECENT, True, None, "simple"),
             EvalRow("main", "ReLLa (text retrieval)", True, "text", "high"),
             EvalRow("main", "Hybrid-Score", True, "hybrid", "high"),
             EvalRow("main", "RALLRec", True, config.retrieval.kind, config.retrieval.order)]
@@ -83,6 +88,14 @@ def evaluation_rows(config) -> list[EvalRow]:
         rows += [EvalRow("embedding", label, True, kind, "high") for kind, label in names.items()]
     if p.retrieval_ablation:
         rows += [EvalRow("retrieval", label, True, kind, order) for label, kind, order in FIG8_RETRIEVALS]
+    wanted = list(p.get("rows", ()) or ())
+    if wanted:
+        unknown = sorted(set(wanted) - {r.name for r in rows})
+        if unknown:
+            raise ValueError(f"pipeline.rows names {unknown}, which this config does not produce; known: "
+                             f"{sorted({r.name for r in rows})} (Table 6 / Fig. 8 rows need "
+                             "pipeline.embedding_ablation / retrieval_ablation)")
+        rows = [r for r in rows if r.name in wanted]
     return rows
 
 
@@ -99,18 +112,20 @@ class Pipeline:
         self.results: dict = {}
         self._data: ctr.CTRData | None = None
         self._stage: retrieval_stage.RetrievalStage | None = None
+        self._sample: sampling.EvalSample | None = None
         self._loaded_models = None
 
     # ---- bookkeeping --------------------------------------------------------------------------
     def fingerprints(self) -> dict[str, str]:
         c = self.config
         fp = {"data": _fingerprint(c.data)}
-        fp["retrieval"] = _fingerprint(fp["data"], c.retrieval, c.eval_size)
-        fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size)
+        sample = sampling.sample_settings(c)  # which test rows every table row is scored on
+        fp["retrieval"] = _fingerprint(fp["data"], c.retrieval, c.eval_size, sample)
+        fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"), c.evaluate.k_history)
         fp["finetune"] = _fingerprint(fp["retrieval"], c.model, c.lora, c.finetune, c.pipeline.train_kind)
         fp["evaluate"] = _fingerprint(fp["finetune"], c.evaluate, c.pipeline)
         fp["reasoning"] = _fingerprint(fp["evaluate"], c.get("reasoning"))
-        fp["report"] = _fingerprint(*(fp[s] for s in STAGES if s != "report"))
+        fp["report"] = _fingerprint(*(fp[s] for s in STAGES if s != "report"), c.get("bootstrap"))
         return fp
 
     def _marker(self, stage: str) -> pathlib.Path:
@@ -158,8 +173,22 @@ class Pipeline:
             self._stage = retrieval_stage.RetrievalStage(self.data, self.config.retrieval, self.workdir)
         return self._stage
 
+    def eval_sample(self) -> sampling.EvalSample:
+        """The evaluation sample (`eval_size` test rows drawn as `eval_sample`), saved with its row ids, users
+        and labels in <workdir>/evaluate/sample.json: every table row is scored on exactly these rows."""
+        if self._sample is None:
+            self._sample = sampling.evaluation_sample(self.data, self.config)
+            path = self.workdir / "evaluate" / "sample.json"
+            try:
+                same = sampling.EvalSample.load(path).to_json() == self._sample.to_json()
+            except ValueError:
+                same = False
+            if not same:
+                self._sample.save(path)
+        return self._sample
+
     def eval_rows(self) -> list[int]:
-        return retrieval_stage.eval_indices(self.data, self.config.eval_size)
+        return self.eval_sample().rows.tolist()
 
     # ---- stages -------------------------------------------------------------------------------
     def stage_data(self) -> dict:
@@ -179,14 +208,41 @@ class Pipeline:
         return summary
 
     def stage_deepfm(self) -> dict:
+        """The rows that need no LLM, on the evaluation sample: DeepFM (user and item IDs, profile and item
+        fields) and the rating baselines (generation/baselines.py), all fitted on training rows only. Their P per
+        row is saved with the row ids in deepfm/predictions.npz for the report's intervals."""
+        sample = self.eval_sample()
+        rows = sample.rows
+        b = baselines_lib.settings(self.config.get("baselines"))
         table = features.categorical_fields(self.data)
-        model, history = deepfm.train_deepfm(table.fields["train"], table.labels["train"],
-                                             table.fields["validation"], table.labels["validation"],
-                                             table.cardinalities, self.config.deepfm)
-        rows = self.eval_rows()
-        probs = deepfm.predict(model, table.fields["test"][rows])
-        return {"metrics": metrics.ctr_metrics(table.labels["test"][rows], probs), "rows": len(rows),
-                "best_epoch": history["best_epoch"], "unseen_test": table.unseen["test"]}
+        variants = [(report.DEEPFM, table)]
+        if b["deepfm_recent"]:  # the same model with the recent ratings the prompt shows as one more field
+            variants.append((report.DEEPFM_RECENT,
+                             features.categorical_fields(self.data, history_k=self.config.evaluate.k_history)))
+        probs, trained = {}, {}
+        for name, fields in variants:
+            self.progress(f"[deepfm] {name}")
+            model, history = deepfm.train_deepfm(fields.fields["train"], fields.labels["train"],
+                                                 fields.fields["validation"], fields.labels["validation"],
+                                                 fields.cardinalities, self.config.deepfm)
+            probs[name] = deepfm.predict(model, fields.fields["test"][rows])
+            trained[name] = {"best_epoch": history["best_epoch"], "epochs": history["epochs"], "fields": fields.names}
+        history = trained[report.DEEPFM]
+        fit = baselines_lib.fit_baselines(self.data, self.config.evaluate.k_history, b["item_prior"], b["l2"])
+        probs.update(baselines_lib.predict_baselines(fit, self.data, sample.split, rows))
+        labels = table.labels["test"][rows]
+        out = self.workdir / "deepfm"
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".predictions.tmp.npz"
+        np.savez(tmp, row_ids=rows, **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
+        os.replace(tmp, out / "predictions.npz")
+        return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
+                "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
+                "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
+                "variants": {name: metrics.ctr_metrics(labels, probs[name])
+                             for name in trained if name != report.DEEPFM},
+                "best_epoch": history["best_epoch"], "epochs": history["epochs"], "training": trained,
+                "unseen_test": table.unseen["test"]}
 
     def _training_histories(self) -> dict[str, ex_lib.HistoryFn]:
         """The official tuning set: per sampled train row, [high, sequential, simple] prompts whose
@@ -224,6 +280,7 @@ class Pipeline:
         order: Fig. 8's ReRank is RALLRec's default, Mix-then-Retri. Table 6's concat w/ SSL) reuses its
         evaluation and probabilities instead of scoring the test rows twice."""
         rows = self.eval_rows()
+        sample_fp = self.eval_sample().fingerprint()
         base, tuned, tokenizer = self._models()
         out = {}
         scored: dict[tuple, str] = {}  # EvalRow.scoring -> tag of its evaluation
@@ -231,7 +288,7 @@ class Pipeline:
             tag = f"{row.table}_{row.kind or 'recent'}_{row.order}_{'tuned' if row.tuned else 'zeroshot'}"
             if row.scoring in scored:
                 first = out[scored[row.scoring]]
-                out[tag] = {"row": dataclasses.asdict(row), "metrics": first["metrics"],
+                out[tag] = {"row": dataclasses.asdict(row), "metrics": first["metrics"], "sample": sample_fp,
                             "probabilities": first["probabilities"], "same_as": scored[row.scoring]}
                 self.progress(f"[evaluate] {row.name}: as {first['row']['name']}")
                 continue
@@ -241,9 +298,9 @@ class Pipeline:
             self.progress(f"[evaluate] {row.name}")
             # The tuned model already holds its merged adapters: evaluate it as it is.
             result = evaluate_lib.evaluate(self.config, self.workdir, "", order=row.order, split="test",
-                                           num_rows=len(rows), histories=histories, data=self.data,
+                                           rows=rows, histories=histories, data=self.data,
                                            model=tuned if row.tuned else base, tokenizer=tokenizer, tag=tag)
-            out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"],
+            out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"], "sample": sample_fp,
                         "probabilities": f"evaluate/{tag}.npy"}
             scored[row.scoring] = tag
         return out
@@ -286,7 +343,9 @@ class Pipeline:
         return self.results
 
     def stage_report(self) -> dict:
-        table = results_table(self.results, self.config)
+        """The tables with every row's intervals and the paired comparisons, from each row's saved P per row
+        (checked to be the evaluation sample's rows), in report/results.md and results.json."""
+        table = results_table(self.results, self.config, self.eval_sample(), report.npz_or_npy_loader(self.workdir))
         out = self.workdir / "report"
         out.mkdir(parents=True, exist_ok=True)
         if any(r["table"] == "retrieval" for r in table["rows"]):
@@ -317,56 +376,11 @@ def example_trace(workdir: str | os.PathLike, mode: str = "hint") -> dict | None
             "text": rec["traces"][0], "p_yes": rec["scores"]["softmax"][0]}
 
 
-def _metric_cells(m: Mapping[str, float]) -> str:
-    return f"{m['auc']:.4f} | {m['logloss']:.4f} | {m['acc']:.4f}"
-
-
-def training_data(train_kind: str) -> str:
-    """Fig. 8's name for a tuning set: "Recent Behavior" (no retrieval) or "RAG-enhanced" (text retrieval)."""
-    if not train_kind:
-        return "Recent Behavior"
-    return "RAG-enhanced" if train_kind == "text" else f"RAG-enhanced ({train_kind})"
-
-
-def results_table(results: Mapping, config) -> dict:
-    """Rows as the paper's Tables 4 to 6 and Fig. 8, for the evaluated test rows of one data set.
-
-    Returns {"rows": [{table, group, model, metrics}], "markdown", "data", "train_kind"}; Fig. 8 rows are
-    grouped by the tuning set (`training_data`), which `figure8` reads back from results.json."""
-    train_kind = config.pipeline.train_kind
-    rows = []
-    if "deepfm" in results:
-        rows.append({"table": "main", "group": "ID", "model": "DeepFM", "metrics": results["deepfm"]["metrics"]})
-    for tag, entry in (results.get("evaluate") or {}).items():
-        row = entry["row"]
-        group = "LLM" if row["name"] != "RALLRec" else "Ours"
-        if row["table"] == "retrieval":
-            group = f"tuned on {training_data(train_kind)}"
-        rows.append({"table": row["table"], "group": group, "model": row["name"], "metrics": entry["metrics"]})
-    merge_info = (results.get("reasoning") or {}).get("merge") or {}
-    merged = merge_info.get("rows", [])
-    for entry in merged:
-        m = {k: entry[k] for k in ("auc", "logloss", "acc")}
-        if entry["model"] == "merged (RALLRec+)":
-            rows.append({"table": "main", "group": "Ours", "model": "RALLRec+", "metrics": m})
-        rows.append({"table": "ablation", "group": "reasoning", "model": entry["model"], "metrics": m})
-    titles = {"main": "Main results (Table 4)", "ablation": "KP / CM ablation (Table 5)",
-              "embedding": "Embeddings for retrieval (Table 6)", "retrieval": "Inference-time retrieval (Fig. 8)"}
-    lines = [f"# RALLRec+ on {config.data.name}: first {config.eval_size or 'all'} test rows", ""]
-    for table, title in titles.items():
-        chosen = [r for r in rows if r["table"] == table]
-        if not chosen:
-            continue
-        lines += [f"## {title}", "", "| group | model | AUC | LogLoss | ACC |", "|---|---|---|---|---|"]
-        lines += [f"| {r['group']} | {r['model']} | {_metric_cells(r['metrics'])} |" for r in chosen]
-        if table in ("main", "ablation") and merged:
-            lines.append(f"\nRALLRec+ and the reasoning rows cover the first {merge_info.get('n')} of these rows "
-                         "(`reasoning.num_rows`).")
-        if table == "retrieval":
-            lines.append(f"\nThe model tuned on {training_data(train_kind)} (`pipeline.train_kind={train_kind!r}`); "
-                         "the other column of Fig. 8 is a run with the other tuning set (README).")
-        lines.append("")
-    return {"rows": rows, "markdown": "\n".join(lines), "data": config.data.name, "train_kind": train_kind}
+def results_table(results: Mapping, config, sample: sampling.EvalSample | None = None,
+                  load: report.Loader | None = None) -> dict:
+    """The results tables (rallrec_jax/report.py): with the sample and a loader, every metric with its interval
+    and the paired comparisons; without, the point metrics alone."""
+    return report.results_table(results, config, sample, load)
 
 
 def figure8_numbers(tables: Sequence[Mapping]) -> dict:

@@ -40,3 +40,21 @@ def test_deepfm_on_real_samples_beats_chance(tmp_path):
     probs = deepfm.predict(model, table.fields["train"])
     assert metrics.ctr_metrics(table.labels["train"], probs)["auc"] > 0.6
     assert history["best_epoch"] >= 0
+
+
+def test_recent_rating_field_buckets_the_ratings_the_prompt_shows(tmp_path):
+    from rallrec_jax.generation import prompts
+
+    config = test_config.get_config().data
+    config.build_tfds = False
+    data = prepare.prepare_data(config, tmp_path)
+    plain = features.categorical_fields(data)
+    table = features.categorical_fields(data, history_k=5)
+    assert table.names == plain.names + ["recent_rating@5"]
+    lo, hi = int(data.seq_rating.min()), int(data.seq_rating.max())
+    assert table.cardinalities[-1] == 4 * (hi - lo) + 2
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(table.fields[split][:, :-1], plain.fields[split])
+        for row in range(0, data.num_samples(split), 97):
+            shown = [e.rating for e in prompts.recent_history(data, split, row, 5)]
+            assert table.fields[split][row, -1] == round((np.mean(shown) - lo) * 4) + 1

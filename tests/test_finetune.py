@@ -11,7 +11,7 @@ from flax import nnx
 
 import configs.test
 from rallrec_jax import assets, checkpoint, parallel
-from rallrec_jax.data import prepare
+from rallrec_jax.data import prepare, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
 from rallrec_jax.generation import prompts
@@ -335,8 +335,11 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
     splits = []
     real = ft.Trainer.evaluate
 
+    indices = []
+
     def spy(self, lora, examples, answer_len, pad_id):
         splits.extend(e.split for e in examples)
+        indices.append([e.index for e in examples])
         return real(self, lora, examples, answer_len, pad_id)
 
     monkeypatch.setattr(ft.Trainer, "evaluate", spy)
@@ -346,4 +349,10 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
     summary = ft.finetune(config, tmp_path, data=data, model=create_model(WIDE, seed=0), tokenizer=tokenizer,
                           mesh=parallel.make_mesh({"data": 1}, jax.devices()[:1]))
     assert splits and set(splits) == {"validation"} and len(splits) == config.finetune.eval_size
+    # The rows: the seeded user-stratified validation sample, one row per user here (not the first rows in time).
+    want = sampling.validation_sample(data, config.finetune)
+    assert indices[0] == want.rows.tolist() and want.how == "stratified"
+    users = data.samples["validation"]["user"][indices[0]]
+    assert len(set(users.tolist())) == min(len(users), len(set(data.samples["validation"]["user"].tolist())))
+    assert summary["validation_sample"]["rows"] == config.finetune.eval_size
     assert summary["finished"] and math.isfinite(summary["last_eval"]["eval_loss"])

@@ -61,3 +61,54 @@ def test_bad_probability(bad):
         knowledge_hint(bad)
     with pytest.raises(ValueError, match=r"P_G\[1\]"):
         knowledge_hints([0.5, bad])
+
+
+def _double_softmax(logit_yes, logit_no, rest_logits):
+    """The official P_G from the full-vocabulary logits: softmax over the two full-vocabulary probabilities."""
+    z = np.concatenate([[logit_yes, logit_no], rest_logits])
+    prob = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    return 1 / (1 + np.exp(-(prob[0] - prob[1])))
+
+
+def test_bands_follow_the_plain_softmax_mode():
+    """A tuned model (Yes and No hold ~all the mass): the hint read from the plain Yes/No softmax with the bands
+    that follow its mode equals the official hint read from the official double-softmax P_G of the same logits,
+    while the official margins on the plain P say "is" almost everywhere."""
+    rest = np.full(49150, -30.0)  # the rest of the vocabulary: negligible mass
+    same, official_is, follow_is, total, hedges = 0, 0, 0, 0, set()
+    for gap in np.linspace(-6, 6, 241):  # logit(Yes) - logit(No)
+        plain = 1 / (1 + np.exp(-gap))
+        double = _double_softmax(gap / 2, -gap / 2, rest)
+        margin = abs(double - 0.5)
+        if min(abs(margin - 0.2), abs(margin - 0.1)) < 1e-3:
+            continue  # at a band edge the two roundings may differ
+        total += 1
+        same += knowledge_hint(plain, double_softmax=False) == knowledge_hint(double)
+        official_is += hint_parts(plain)[0] == "is"
+        follow_is += hint_parts(plain, double_softmax=False)[0] == "is"
+        hedges.add(hint_parts(plain, double_softmax=False)[0])
+    assert same == total
+    assert hedges == {"is", "may be", "might be"}
+    assert official_is / total > 0.85 and follow_is < 0.7 * official_is
+
+
+def test_the_reasoning_stage_reads_the_bands_of_its_p_g_mode():
+    from configs import base_generation, base_reasoning
+    import ml_collections
+
+    from rallrec_jax.reasoning import stage
+
+    config = ml_collections.ConfigDict()
+    base_generation.add_generation(config)
+    config.reasoning = base_reasoning.reasoning_config()
+    p_g = {17: 0.8}  # plain softmax 0.8: the double-softmax scale reads sigmoid(0.6) = 0.646 -> "may be"
+    assert stage.hint_bands(config) == "softmax"
+    assert stage.hint_function(config, p_g)(17) == "\nAnother one think the answer may be Yes.\n"
+    config.reasoning.hint_bands = "official"
+    assert stage.hint_function(config, p_g)(17) == _official(0.8) == "\nAnother one think the answer is Yes.\n"
+    config.reasoning.hint_bands = "follow"
+    config.evaluate.double_softmax = True  # the official P_G: bands as they are
+    assert stage.hint_bands(config) == "double_softmax" and stage.hint_function(config, p_g)(17) == _official(0.8)
+    config.reasoning.hint_bands = "loose"
+    with pytest.raises(ValueError, match="hint_bands='loose'"):
+        stage.hint_bands(config)

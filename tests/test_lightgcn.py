@@ -267,3 +267,32 @@ def test_lightgcn_on_movielens_beats_popularity(shared_data):
     # Measured after 4 / 10 epochs: recall@20 0.188 / 0.231 vs 0.116 (2.0x), ndcg@20 0.300 / 0.348 vs 0.193.
     assert final["recall@20"] > 1.8 * pop["recall@20"]
     assert final["ndcg@20"] > 1.6 * pop["ndcg@20"]
+
+
+def test_a_cold_item_gets_a_zero_row_that_the_mixture_and_ssl_skip():
+    """An item (and a user) without any training interaction: its layer mean would be e0 / (L + 1), random.
+    Trained through the real path, it comes back as a zero row and is counted; the colla similarity then gives
+    it 0 against every item and the SSL projector's default mask leaves it out."""
+    from rallrec_jax.retrieval import mix
+
+    users, items, nu, ni = synthetic()
+    cold_item, cold_user = ni, nu  # one more item and one more user, never in the interactions
+    cfg = dict(dim=8, num_layers=2, batch_size=64, epochs=2, lr=1e-2)
+    mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
+    result = L.train_lightgcn(users, items, nu + 1, ni + 1, dict(cfg, propagation="sparse"), mesh=mesh)
+    assert result.cold_items == 1 and result.cold_users == 1
+    np.testing.assert_array_equal(result.item_emb[cold_item], 0.0)
+    np.testing.assert_array_equal(result.user_emb[cold_user], 0.0)
+    assert (np.abs(result.item_emb[:ni]).sum(1) > 0).all() and (np.abs(result.user_emb[:nu]).sum(1) > 0).all()
+    # Without the rule the row was the random initial embedding over L + 1: not zero.
+    from flax import nnx
+
+    trainer = L.LightGCNTrainer(users, items, nu + 1, ni + 1, dict(cfg, propagation="sparse"), mesh=mesh)
+    model, _ = nnx.merge(trainer._graphdef, trainer.state)
+    e0 = np.asarray(model.embedding[...])[nu + 1 + cold_item]
+    raw = np.asarray(trainer._embeddings_fn(trainer.state, trainer.operator)[1])
+    np.testing.assert_allclose(raw[cold_item], e0 / (cfg["num_layers"] + 1), rtol=1e-6)
+    assert np.abs(e0).sum() > 0 and np.abs(trainer.embeddings()[1][cold_item]).sum() == 0
+    sim = mix.ItemSimilarity("colla", colla=result.item_emb)
+    np.testing.assert_array_equal(sim.matrix()[cold_item], 0.0)
+    assert (np.linalg.norm(result.item_emb, axis=1) > 0).sum() == ni  # ssl.train_ssl's default `valid` mask

@@ -139,3 +139,29 @@ def test_retri_then_mix_high_equals_official_hybrid_walk(k):
         got = R.retrieve_samples([hist], [rng.integers(1, 6, 25)], [target], sim,
                                  R.RetrievalConfig(order="high", k_history=k))
         np.testing.assert_array_equal(got[0][0], walk)
+
+
+# An anisotropic text block, as mean-pooled LLM states are: one large shared direction plus item structure.
+ANISO = (8.0 * RNG.normal(size=(1, 64)) + RNG.normal(size=(NUM_ITEMS, 64))).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["text", "mix3"])
+def test_paper_style_centres_the_text_block_before_its_norm(kind):
+    centred = ANISO - ANISO.astype(np.float64).mean(0)
+    got = M.ItemSimilarity(kind, ANISO, COLLA, SSL, style="paper", text_center=True).matrix()
+    # (sklearn's cosine of the zero colla row 5 is 0, as the mixture's)
+    ref = cosine_similarity(centred) + (0 if kind == "text" else cosine_similarity(COLLA) + cosine_similarity(SSL))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # Uncentred, the text cosines bunch near 1; centred, they spread around 0.
+    raw = cosine_similarity(ANISO)[np.triu_indices(NUM_ITEMS, 1)]
+    fixed = cosine_similarity(centred)[np.triu_indices(NUM_ITEMS, 1)]
+    assert raw.mean() > 0.9 and abs(fixed.mean()) < 0.1 and fixed.std() > 3 * raw.std()
+
+
+def test_paper_style_text_pca_equals_sklearn():
+    got = M.ItemSimilarity("text", ANISO, style="paper", text_center=True, text_pca=12).matrix()
+    ref = cosine_similarity(PCA(n_components=12).fit_transform(ANISO.astype(np.float64)))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    # The hybrid and Retri.-then-Mix text channels read the same prepared block.
+    two = M.ItemSimilarity("retri_then_mix", ANISO, COLLA, style="paper", text_center=True, text_pca=12).matrix()
+    np.testing.assert_allclose(two[..., 0], ref, rtol=1e-4, atol=1e-5)

@@ -9,12 +9,16 @@ import subprocess
 import sys
 import time
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from configs import movielens as movielens_config
 from configs import quickstart as quickstart_config
 from configs import test as test_config
-from rallrec_jax import pipeline
+from rallrec_jax import metrics, pipeline
+from rallrec_jax.data import sampling
 from tests.tiny_llm import make_tiny_llm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -70,6 +74,23 @@ def test_killed_during_tuning_resumes_without_redoing(tiny_env, tmp_path):
     assert (workdir / "evaluate" / "retrieval_retri_then_mix_high_tuned.npy").is_file()
     assert not (workdir / "evaluate" / "retrieval_mix3_rerank_tuned.npy").exists()
     assert (workdir / "report" / "figure8.png").is_file()
+    # Every row is scored on the saved evaluation sample (a user-stratified one) and carries its intervals;
+    # RALLRec+ and Table 5 on its first reasoning.num_rows rows.
+    sample = sampling.EvalSample.load(workdir / "evaluate" / "sample.json")
+    assert report["sample"]["row_ids"] == sample.rows.tolist() and sample.how == "stratified"
+    head = sample.prefix(8)  # configs/test.py:tiny: reasoning.num_rows = 8
+    assert {"History mean rating", "History + item means (LR)", "Item popularity", "DeepFM + recent ratings",
+            "Tuned LLM (recent history)"} <= models
+    for row in report["rows"]:
+        sub = row["model"] == "RALLRec+" or row["table"] == "ablation"
+        assert row["sample"] == (head if sub else sample).fingerprint(), row["model"]
+        for key in ("auc", "logloss", "acc"):
+            lo, hi = row["intervals"][key]
+            assert lo <= row["metrics"][key] <= hi, (row["model"], key)
+    pairs = {(c["a"], c["b"]) for c in report["comparisons"]}
+    assert {("Tuned LLM (recent history)", "Zero-shot LLM"), ("RALLRec", "ReLLa (text retrieval)"),
+            ("RALLRec+", "RALLRec"), ("RALLRec", "DeepFM")} <= pairs
+    assert sample.describe() in (workdir / "report" / "results.md").read_text()
     # A third run finds everything up to date.
     third = subprocess.run(_cmd(workdir), cwd=ROOT, env=tiny_env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and third.stdout.count("up to date, skipped") == 7
@@ -99,29 +120,43 @@ def test_fig8_rows_follow_the_config():
     assert fig8[3].scoring == rallrec.scoring  # the default RALLRec row: scored once
 
 
+def _fake_sample(n=60, seed=0):
+    """A user-stratified sample of a synthetic 300-row split of 25 users, with labels."""
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.integers(0, 25, 300))
+    s = sampling.draw(users, "test", n, "stratified", 4, seed=seed)
+    return dataclasses.replace(s, labels=rng.integers(0, 2, len(s)))
+
+
 class _FakeEvaluate:
-    """Stands in for evaluate_lib.evaluate: records each call, returns distinct metrics per call."""
+    """Stands in for evaluate_lib.evaluate: records each call, writes per-row P (and the row ids, as the real one)
+    that depend on the labels a little, and returns their metrics."""
 
-    def __init__(self):
+    def __init__(self, sample):
         self.calls = []
+        self.sample = sample
 
-    def __call__(self, config, workdir, adapters, *, order, split, num_rows, histories, data, model, tokenizer,
-                 tag):
-        assert adapters == "" and split == "test" and num_rows == 3 and tokenizer == "tok"
+    def __call__(self, config, workdir, adapters, *, order, split, rows, histories, data, model, tokenizer, tag):
+        assert adapters == "" and split == "test" and rows == self.sample.rows.tolist() and tokenizer == "tok"
         assert set(histories) == ({order} if order != "simple" else set())
         self.calls.append((tag, model, order))
-        n = len(self.calls)
-        return {"metrics": {"auc": 0.70 + n / 100, "logloss": 0.60 - n / 100, "acc": 0.65 + n / 200}}
+        rng = np.random.default_rng(len(self.calls))
+        probs = np.clip(0.5 + (self.sample.labels - 0.5) * rng.random() + rng.normal(0, 0.2, len(rows)), 0.01, 0.99)
+        out = pathlib.Path(workdir) / "evaluate"
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / f"{tag}.npy", probs)
+        (out / f"{tag}.json").write_text(json.dumps({"row_ids": rows}))
+        return {"metrics": metrics.ctr_metrics(self.sample.labels, probs), "row_ids": rows}
 
 
-def _fake_pipeline(monkeypatch, workdir, config):
-    fake = _FakeEvaluate()
+def _fake_pipeline(monkeypatch, workdir, config, sample=None):
+    sample = _fake_sample() if sample is None else sample
+    fake = _FakeEvaluate(sample)
     monkeypatch.setattr(pipeline.evaluate_lib, "evaluate", fake)
     monkeypatch.setattr(pipeline, "retrieved_history", lambda stage, rows, order, kind: ("history", order, kind))
     run = pipeline.Pipeline(config, workdir, progress=lambda msg: None)
-    run._data, run._stage = "data", "stage"
+    run._data, run._stage, run._sample = "data", "stage", sample
     run._models = lambda: ("base", "tuned", "tok")
-    monkeypatch.setattr(run, "eval_rows", lambda: [0, 1, 2])
     return run, fake
 
 
@@ -129,19 +164,20 @@ def test_identical_rows_are_evaluated_once(monkeypatch, tmp_path):
     run, fake = _fake_pipeline(monkeypatch, tmp_path, _config())
     out = run.stage_evaluate()
     rows = pipeline.evaluation_rows(run.config)
-    assert len(out) == len(rows) == 12
-    # Twelve rows, nine scorings: Text-based = ReLLa (text, high), Mix-then-Retri. = Concat. w/ SSL,
-    # ReRank = RALLRec.
+    assert len(out) == len(rows) == 13
+    # Thirteen rows, nine scorings: Text-based = ReLLa (text, high), Mix-then-Retri. = Concat. w/ SSL,
+    # ReRank = RALLRec, Fig. 8's Recent = Table 4's tuned model on recent history.
     assert len(fake.calls) == len({r.scoring for r in rows}) == 9
     assert [c[1] for c in fake.calls].count("base") == 1  # only the zero-shot row uses the base model
     by_name = {entry["row"]["name"]: entry for entry in out.values()}
     for dup, first in (("ReRank", "RALLRec"), ("Mix-then-Retri.", "Concat. w/ SSL"),
-                       ("Text-based", "ReLLa (text retrieval)")):
+                       ("Text-based", "ReLLa (text retrieval)"), ("Recent", "Tuned LLM (recent history)")):
         assert by_name[dup]["metrics"] == by_name[first]["metrics"]
         assert by_name[dup]["probabilities"] == by_name[first]["probabilities"]
         assert out[by_name[dup]["same_as"]] is by_name[first]
-    assert "same_as" not in by_name["Recent"] and "same_as" not in by_name["Retri.-then-Mix"]
-    assert ("retrieval_recent_simple_tuned", "tuned", "simple") in fake.calls
+    assert "same_as" not in by_name["Retri.-then-Mix"]
+    assert ("main_recent_simple_tuned", "tuned", "simple") in fake.calls
+    assert {entry["sample"] for entry in out.values()} == {run.eval_sample().fingerprint()}
 
 
 def test_fig8_table_and_figure_from_two_runs(monkeypatch, tmp_path):
@@ -185,3 +221,78 @@ def test_fig8_table_and_figure_from_two_runs(monkeypatch, tmp_path):
     assert not (without / "report" / "figure8.png").exists()
     with pytest.raises(ValueError, match="retrieval_ablation=True"):
         pipeline.figure8([without])
+
+
+def _fake_id_rows(workdir, sample):
+    """The deepfm stage's summary and predictions file, as stage_deepfm writes them, with P tied to the labels."""
+    rng = np.random.default_rng(9)
+    names = ["DeepFM", "History mean rating", "Item mean rating", "History + item means (LR)", "Item popularity"]
+    probs = {n: np.clip(0.5 + 0.3 * (sample.labels - 0.5) + rng.normal(0, 0.2, len(sample)), 0.01, 0.99) for n in names}
+    (workdir / "deepfm").mkdir(parents=True, exist_ok=True)
+    np.savez(workdir / "deepfm" / "predictions.npz", row_ids=sample.rows, **{f"model/{n}": p for n, p in probs.items()})
+    return {"metrics": metrics.ctr_metrics(sample.labels, probs["DeepFM"]), "probabilities": "deepfm/predictions.npz",
+            "baselines": {n: metrics.ctr_metrics(sample.labels, probs[n]) for n in names[1:]}}, probs
+
+
+def _fake_reasoning(workdir, sample, n):
+    folder = workdir / "reasoning_runs" / "fp"
+    (folder / "reasoning").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    labels = sample.labels[:n]
+    probs = {m: np.clip(labels * 0.4 + 0.3 + rng.normal(0, 0.2, n), 0.01, 0.99)
+             for m in ("general (M_G)", "reasoning w/ hint", "merged (RALLRec+)")}
+    np.savez(folder / "reasoning" / "probabilities.npz", row_ids=sample.rows[:n],
+             **{f"model/{m}": p for m, p in probs.items()})
+    rows = [{"model": m, **metrics.ctr_metrics(labels, p)} for m, p in probs.items()]
+    return {"merge": {"rows": rows, "n": n, "probabilities": "reasoning/probabilities.npz"}, "folder": str(folder)}
+
+
+def test_report_rows_share_the_sample_and_carry_intervals(monkeypatch, tmp_path):
+    sample = _fake_sample(n=80)
+    run, _ = _fake_pipeline(monkeypatch, tmp_path, _config(embedding_ablation=False), sample)
+    deepfm_summary, id_probs = _fake_id_rows(tmp_path, sample)
+    run.results = {"deepfm": deepfm_summary, "evaluate": run.stage_evaluate(),
+                   "reasoning": _fake_reasoning(tmp_path, sample, 30)}
+    table = run.stage_report()
+    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert saved["sample"]["row_ids"] == sample.rows.tolist() and saved["sample"]["users"] == sample.num_users
+    whole, head = sample.fingerprint(), sample.prefix(30).fingerprint()
+    main = {r["model"]: r for r in saved["rows"] if r["table"] == "main"}
+    assert {"DeepFM", "History mean rating", "Item popularity", "Zero-shot LLM", "Tuned LLM (recent history)",
+            "RALLRec", "RALLRec+"} <= set(main)
+    for row in saved["rows"]:
+        sub = row["model"] == "RALLRec+" or row["table"] == "ablation"
+        assert row["sample"] == (head if sub else whole), row["model"]
+        assert row["rows"] == (30 if sub else 80) and row["users"] == (sample.prefix(30) if sub else sample).num_users
+        for key in ("auc", "logloss", "acc"):
+            lo, hi = row["intervals"][key]
+            assert lo <= row["metrics"][key] <= hi, (row["model"], key)
+    # The intervals are the user-level bootstrap of the row's own saved P on the sample's users.
+    want = metrics.bootstrap_metrics(sample.labels, id_probs["DeepFM"], sample.users, resamples=1000, seed=0)
+    assert main["DeepFM"]["intervals"]["auc"] == [want["auc"]["lo"], want["auc"]["hi"]]
+    assert main["DeepFM"]["metrics"]["gauc"] == want["gauc"]["value"]
+    pairs = {(c["a"], c["b"]): c for c in saved["comparisons"]}
+    assert {("Tuned LLM (recent history)", "Zero-shot LLM"), ("RALLRec", "ReLLa (text retrieval)"),
+            ("RALLRec+", "RALLRec"), ("RALLRec", "DeepFM"), ("Tuned LLM (recent history)", "History mean rating"),
+            ("Zero-shot LLM", "DeepFM")} <= set(pairs)
+    plus = pairs[("RALLRec+", "RALLRec")]
+    assert plus["rows"] == 30 and plus["sample"] == head and plus["lo"] <= plus["delta"] <= plus["hi"]
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert sample.describe() in md and "## Paired comparisons (AUC difference)" in md
+    assert f"| ID | DeepFM | 80 / {sample.num_users} | {main['DeepFM']['metrics']['auc']:.4f} [" in md
+    assert table["markdown"] == md
+
+    # A row scored on other rows than the sample is an error, never a silent mismatch.
+    record = tmp_path / "evaluate" / "main_recent_simple_zeroshot.json"
+    record.write_text(json.dumps({"row_ids": sample.rows[::-1].tolist()}))
+    with pytest.raises(ValueError, match="'Zero-shot LLM' .* was scored on other rows than the evaluation sample"):
+        run.stage_report()
+
+
+def test_rows_can_be_chosen_by_name():
+    config = _config()
+    config.pipeline.rows = ("Zero-shot LLM", "Tuned LLM (recent history)")
+    assert [r.name for r in pipeline.evaluation_rows(config)] == ["Zero-shot LLM", "Tuned LLM (recent history)"]
+    config.pipeline.rows = ("RALLRec", "Nope")
+    with pytest.raises(ValueError, match=r"pipeline.rows names \['Nope'\]"):
+        pipeline.evaluation_rows(config)

@@ -13,6 +13,7 @@ from rallrec_jax.data import prepare
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
+from rallrec_jax.data import sampling
 from rallrec_jax.reasoning import hints, merge, stage
 
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -55,22 +56,28 @@ def test_every_row_gets_k_scored_traces_in_both_modes(setup):
     k = config.reasoning.num_traces
     general = np.load(stage._root(work) / "general.npy")
     assert general.shape == (n,)
-    labels = data.samples["test"]["label"][:n]
+    # The rows: the first n of the user-stratified evaluation sample, n distinct users here.
+    rows = stage.reasoning_rows(config, data)
+    assert rows == sampling.evaluation_sample(data, config).rows[:n].tolist()
+    assert len(set(data.samples["test"]["user"][rows].tolist())) == n
+    assert json.loads((stage._root(work) / "general.json").read_text())["row_ids"] == rows
+    p_general = dict(zip(rows, general.tolist()))
+    labels = data.samples["test"]["label"]
     for mode in ("plain", "hint"):
         assert summary[mode]["rows_done"] == n
         recs = _records(work, mode)
-        assert sorted(recs) == list(range(n))
+        assert sorted(recs) == sorted(rows)
         for row, rec in recs.items():
             assert rec["label"] == labels[row]
             assert len(rec["traces"]) == len(rec["lengths"]) == k
             assert all(0 <= x <= config.reasoning.max_new_tokens for x in rec["lengths"])
             for name in stage.SCORES:
                 assert len(rec["scores"][name]) == k and all(0 <= p <= 1 for p in rec["scores"][name])
-            assert rec["p_general"] == pytest.approx(float(general[row]))  # the hint's (and merge's) P_G
+            assert rec["p_general"] == pytest.approx(p_general[row])  # the hint's (and merge's) P_G
     plain, hinted = _records(work, "plain"), _records(work, "hint")
     # The hint was built from P_G: the hinted prompt is longer by exactly the hint's tokens (at most a few).
     for r in plain:
-        extra = len(tok_lib.encode(setup[3], [hints.knowledge_hint(float(general[r]))])[0])
+        extra = len(tok_lib.encode(setup[3], [hints.knowledge_hint(p_general[r], double_softmax=False)])[0])
         assert hinted[r]["prompt_tokens"] - plain[r]["prompt_tokens"] in range(extra - 2, extra + 3)
 
 
@@ -89,7 +96,9 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(setup, tmp_path)
     with open(path, "a") as f:
         f.write('{"row": 2, "label": 1, "tra')  # a torn line, as a kill in mid-write leaves
     torn = path.read_text()
-    assert sorted(stage.read_records(path)) == [0, 1] and path.read_text() == torn  # a reader changes nothing
+    first_rows = stage.reasoning_rows(config, data)[:config.reasoning.prompts_per_batch]
+    # a reader changes nothing
+    assert sorted(stage.read_records(path)) == sorted(first_rows) and path.read_text() == torn
     second = stage.reason(config, tmp_path, **kw)
     assert second["hint"]["rows_done"] == config.reasoning.num_rows
     assert _records(tmp_path, "hint") == _records(work, "hint")
@@ -118,7 +127,7 @@ def test_merge_results_rows_match_the_equations(setup):
     gmeta = json.loads((stage._root(work) / "general.json").read_text())
     labels = np.asarray(gmeta["labels"])
     preds = np.array([stage.read_records(stage._root(work) / "hint" / "traces.jsonl")[r]["scores"]["softmax"]
-                      for r in range(len(labels))])  # [N, K]
+                      for r in gmeta["row_ids"]])  # [N, K]
     mean_r, var_r = preds.mean(1), preds.var(1)
     fused = (0.1 * mean_r / (var_r + 1e-3) + general / 1e-3) / (0.1 / (var_r + 1e-3) + 1 / 1e-3)  # eq. 10, var_G=0
     rows = {row["model"]: row for row in result["rows"]}
@@ -127,6 +136,9 @@ def test_merge_results_rows_match_the_equations(setup):
         for key in ("auc", "logloss", "acc"):
             assert rows[name][key] == pytest.approx(want[key], abs=1e-5)
     assert rows["reasoning w/ hint"]["K"] == config.reasoning.num_traces
+    saved = np.load(stage._root(work) / "probabilities.npz")  # per test row, for the report's intervals
+    np.testing.assert_array_equal(saved["row_ids"], gmeta["row_ids"])
+    np.testing.assert_allclose(saved["model/merged (RALLRec+)"], fused, atol=1e-6)
     assert all(rows[n]["seconds"] > 0 for n in rows)
     np.testing.assert_allclose(np.asarray(merge.merge(mean_r, var_r, general, np.zeros_like(general))), fused,
                                atol=1e-6)

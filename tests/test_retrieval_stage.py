@@ -110,3 +110,28 @@ def test_collaborative_evaluation_reports_both_models(data, tools, tmp_path):
         assert 0.0 <= report[model]["recall@10"] <= 1.0 and 0.0 <= report[model]["ndcg@10"] <= 1.0
     users, items = stage_lib.heldout_pairs(data, "validation")
     assert len(users) == int(data.samples["validation"]["label"].sum())
+    # Items (users) the training graph never saw hold zero rows, and the stage counts them.
+    graph_users, graph_items = stage.graph_interactions()
+    cold_items = data.num_items - len(np.unique(graph_items))
+    assert report["cold_items"] == cold_items and report["cold_users"] == data.num_users - len(np.unique(graph_users))
+    _, item_emb = stage.lightgcn_embeddings()
+    unseen = np.setdiff1d(np.arange(data.num_items), graph_items)
+    assert cold_items == len(unseen) and not np.abs(item_emb[unseen]).any()
+
+
+def test_stage_text_similarity_is_the_centred_cosine(data, tools, tmp_path):
+    """The stage's paper-style text similarity: cosines of the text embeddings centred over the items
+    (retrieval.text_center, default on); uncentred when switched off."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    config = _config()
+    config.use_descriptions = False
+    stage = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
+    text = stage.text_embeddings().astype(np.float64)
+    items = np.arange(0, data.num_items, 5)
+    got = stage.similarity("text")(items, np.broadcast_to(items, (len(items), len(items))))
+    np.testing.assert_allclose(got, cosine_similarity(text - text.mean(0))[np.ix_(items, items)], atol=2e-5)
+    config.text_center = False
+    plain = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).similarity("text")
+    np.testing.assert_allclose(plain(items, np.broadcast_to(items, (len(items), len(items)))),
+                               cosine_similarity(text)[np.ix_(items, items)], atol=2e-5)

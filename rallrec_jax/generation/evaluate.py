@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rallrec_jax import checkpoint, console, metrics
+from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -67,11 +68,15 @@ def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adapters: str | None = None, *,
              order: str | None = None, split: str | None = None, num_rows: int | None = None,
-             histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
-             tokenizer=None, mesh: Mesh | None = None, tag: str | None = None) -> dict:
-    """Scores the first `num_rows` (default `config.eval_size`; 0 = all) rows of `split` (default
-    config.evaluate.split) with the history `order` and returns {"metrics", "probabilities", "labels", ...};
-    writes `workdir/evaluate/<tag>.json` and `<tag>.npy` (P(Yes) per row).
+             rows: Sequence[int] | None = None, histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None,
+             model: Llm | None = None, tokenizer=None, mesh: Mesh | None = None, tag: str | None = None) -> dict:
+    """Scores rows of `split` (default config.evaluate.split) with the history `order` and returns
+    {"metrics", "probabilities", "labels", "row_ids", ...}; writes `workdir/evaluate/<tag>.json` (with the row
+    ids) and `<tag>.npy` (P(Yes) per row, in the order of the row ids).
+
+    Which rows: `rows` (explicit row ids of the split, in that order), else the first `num_rows` (0 = all), else
+    the config's evaluation sample of the split (`config.eval_size` rows drawn as `config.eval_sample`,
+    data/sampling.py: the rows every table row of the pipeline is scored on).
 
     `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
     (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
@@ -87,24 +92,31 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
         raise ValueError(f"evaluate.order {order!r} has no history function (have {sorted(orders)}); "
                          "retrieval orders come from the retrieval stage")
     total = data.num_samples(split)
-    n = config.eval_size if num_rows is None else num_rows
-    n = total if not n else min(int(n), total)
-    if n == 0:
+    if total == 0:
         raise ValueError(f"split {split!r} of {data.name} has no samples")
+    if rows is not None:
+        row_ids = [int(r) for r in rows]
+        if not row_ids:
+            raise ValueError("evaluate: `rows` is empty; pass row ids of the split or None for the config's sample")
+    elif num_rows is not None:
+        row_ids = list(range(total if not num_rows else min(int(num_rows), total)))
+    else:
+        row_ids = sampling.split_sample(data, split, sampling.sample_settings(config)).rows.tolist()
+    n = len(row_ids)
     folder = adapters_dir(config, workdir, adapters)
     step = None
     if folder is not None:
         step = attach_adapters(model, lora_config(config.lora), folder)
     shard_model(model, mesh)
     builder = ex_lib.ExampleBuilder(data, tokenizer, e.max_prompt_tokens or None)
-    exs = ex_lib.build_examples(builder, split, range(n), orders, [order], with_answer=False)
+    exs = ex_lib.build_examples(builder, split, row_ids, orders, [order], with_answer=False)
     probs = score_examples(model, tokenizer, exs, batch_size=e.batch_size, double_softmax=e.double_softmax,
                            mesh=mesh, min_bucket=e.min_bucket)
     labels = np.array([x.label for x in exs], np.int64)
     result = {"metrics": metrics.ctr_metrics(labels, probs), "rows": n, "split": split, "order": order,
               "k_history": e.k_history, "double_softmax": bool(e.double_softmax),
               "adapters": None if folder is None else str(folder), "adapter_step": step,
-              "prompts": ex_lib.dropped_report(exs), "positive_rate": float(labels.mean())}
+              "prompts": ex_lib.dropped_report(exs), "positive_rate": float(labels.mean()), "row_ids": row_ids}
     tag = tag or f"{split}_{order}_{'zeroshot' if folder is None else 'tuned'}"
     if jax.process_index() == 0:
         out = checkpoint.absolute(workdir) / "evaluate"

@@ -42,7 +42,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rallrec_jax import checkpoint, console, metrics, parallel
-from rallrec_jax.data import batching
+from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm.model import Llm, param_shardings, positions_from_mask, rope_cos_sin, shard_model
@@ -630,14 +630,16 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     train = ex_lib.build_examples(builder, "train", rows, orders, order_names)
     if f.train_size:
         train = train[:f.train_size]
-    n_val = min(f.eval_size, data.num_samples("validation")) if f.eval_size else data.num_samples("validation")
+    # Early stopping reads a seeded user-stratified sample of the validation split (finetune.eval_size rows,
+    # finetune.eval_sample / eval_user_cap / eval_seed): its first rows in time are a handful of users.
+    val_sample = sampling.validation_sample(data, f)
     val_order = f.eval_order if f.eval_order in orders else "simple"
-    val = ex_lib.build_examples(builder, "validation", range(n_val), orders, [val_order])
+    val = ex_lib.build_examples(builder, "validation", val_sample.rows.tolist(), orders, [val_order])
     out_dir = run_dir(config, workdir)
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         report = {"train": ex_lib.dropped_report(train), "validation": ex_lib.dropped_report(val),
-                  "orders": order_names, "train_rows": len(rows)}
+                  "validation_sample": val_sample.summary(), "orders": order_names, "train_rows": len(rows)}
         (out_dir / "examples.json").write_text(json.dumps(report, indent=1))
         logging.info("finetune examples: %s", report)
     settings = settings_from_config(f)
@@ -649,5 +651,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                       checkpoint_every=f.checkpoint_every, patience=f.patience, metric=f.early_stopping_metric,
                       progress=f.progress)
     summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at)
-    summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names})
+    summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names,
+                    "validation_sample": val_sample.summary()})
     return summary

@@ -2,21 +2,26 @@
 
 `reason(config, workdir)` writes, under `workdir/reasoning/`:
 
-    general.json, general.npy   P_G for the evaluated test rows, from `generation.evaluate.evaluate` (which also
+    general.json, general.npy   P_G for the reasoning rows, from `generation.evaluate.evaluate` (which also
                                 writes workdir/evaluate/reasoning_general.{json,npy}); reused (its first rows) while
                                 the settings match and it covers at least the rows asked for
     <mode>/meta.json            the settings the traces were made with (mode = "plain" or "hint")
     <mode>/traces.jsonl         one JSON line per test row, appended as each batch of rows finishes: the K traces,
                                 their lengths, EOS flags, and P(Yes) per trace ("softmax", "double_softmax", "text")
 
+The reasoning rows are the first `reasoning.num_rows` rows of the evaluation sample (data/sampling.py: `eval_size`
+test rows drawn as `eval_sample`, user-stratified by default), in the sample's order. That order is the draw's, so
+the prefix is itself a user-stratified sample of that size, and a longer run only adds rows (`reasoning_rows`).
+
 A killed run resumes: rows already in traces.jsonl are kept (a torn last line is dropped), and the rest are
 generated with the same seeds as an uninterrupted run. Rows go to the sampler in fixed batches of
-`prompts_per_batch` (batch b = rows [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so a row's traces depend
-only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
+`prompts_per_batch` (batch b = the rows at sample positions [b*B, (b+1)*B)) with seed `reasoning.seed + b*B`, so
+a row's traces depend only on the settings, never on where a previous run stopped; the number of rows is therefore not part of the
 settings check, and a run can be extended to more rows. Both modes use the same seeds per row.
 
 `merge_results(config, workdir)` reads those files and writes `reasoning/results.json` / `results.md` (rows:
-general, reasoning w/o hint, reasoning w/ hint, merged = RALLRec+, and the merge of the plain traces), the alpha
+general, reasoning w/o hint, reasoning w/ hint, merged = RALLRec+, and the merge of the plain traces), each row's
+P per test row in `reasoning/probabilities.npz` (with the row ids, for the report's intervals), the alpha
 and epsilon sweeps, and the figures (PNG + JSON) of Figs. 2, 3, 6, 7, 9 under `reasoning/figures/`.
 """
 from __future__ import annotations
@@ -33,6 +38,7 @@ import jax
 import numpy as np
 
 from rallrec_jax import checkpoint, console, metrics, parallel
+from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -57,49 +63,61 @@ def _atomic_text(path: pathlib.Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def reasoning_rows(config, data) -> list[int]:
+    """The test row ids reasoning scores: the first `reasoning.num_rows` (0 = all) rows of the evaluation sample
+    (`sampling.evaluation_sample`), in the sample's order; a prefix of a user-stratified sample is one itself."""
+    return sampling.evaluation_sample(data, config).prefix(int(config.reasoning.num_rows or 0)).rows.tolist()
+
+
 def num_rows(config, data) -> int:
-    """Evaluated test rows: reasoning.num_rows, else config.eval_size (0 = all), capped by the split."""
-    total = data.num_samples(config.evaluate.split)
-    n = config.reasoning.num_rows or config.eval_size
-    return total if not n else min(int(n), total)
+    """How many rows reasoning scores (`reasoning_rows`)."""
+    return len(reasoning_rows(config, data))
+
+
+def _sample_settings(config, data) -> dict:
+    """What decides which row sits at each sample position (not the size: a longer sample extends a shorter)."""
+    s = sampling.evaluation_sample(data, config).prefix(1)
+    return {"split": s.split, "how": s.how, "seed": s.seed, "user_cap": s.user_cap}
 
 
 # ------------------------------------------------------------------------------------------- P_G
 
 
-def general_settings(config, n: int) -> dict:
+def general_settings(config, n: int, sample: dict | None = None) -> dict:
     e = config.evaluate
-    return {"rows": n, "split": e.split, "order": e.order, "k_history": e.k_history,
+    return {"rows": n, "sample": sample, "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": e.max_prompt_tokens, "double_softmax": bool(e.double_softmax),
             "adapters": e.adapters, "model": config.model.path, "data": config.data.to_dict()}
 
 
 def general_predictions(config, workdir, data, *, histories=None, model=None, tokenizer=None, mesh=None) -> dict:
-    """P_G [N] for the first N evaluated rows, with labels and seconds; computed by `evaluate.evaluate` once and
-    then read from reasoning/general.{json,npy} while the settings match."""
+    """P_G [N] for the N reasoning rows (`reasoning_rows`), with labels, row ids and seconds; computed by
+    `evaluate.evaluate` once and then read from reasoning/general.{json,npy} while the settings match."""
     from rallrec_jax.generation import evaluate as eval_lib
     from rallrec_jax.generation.finetune import load_base
 
-    n = num_rows(config, data)
-    settings = general_settings(config, n)
+    rows = reasoning_rows(config, data)
+    n = len(rows)
+    settings = general_settings(config, n, _sample_settings(config, data))
     root = _root(workdir)
     meta_path, npy_path = root / "general.json", root / "general.npy"
     if meta_path.is_file() and npy_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("fingerprint") == _fingerprint({**settings, "rows": meta["settings"]["rows"]}) and \
-                meta["settings"]["rows"] >= n:  # the same settings, at least as many rows: take the first n
-            return {**meta, "key": _fingerprint({**settings, "rows": None}),
+                meta.get("row_ids", [])[:n] == rows:  # the same settings, at least these rows: take the first n
+            return {**meta, "key": _fingerprint({**settings, "rows": None}), "row_ids": rows,
                     "probabilities": np.load(npy_path)[:n], "labels": np.asarray(meta["labels"][:n], np.int64)}
         logging.info("reasoning: general predictions out of date; recomputing")
     if model is None or tokenizer is None:
         model, tokenizer = load_base(config, None)  # evaluate shards it (and attaches adapters) itself
     start = time.perf_counter()
-    res = eval_lib.evaluate(config, workdir, num_rows=n, histories=histories, data=data, model=model,
+    res = eval_lib.evaluate(config, workdir, rows=rows, histories=histories, data=data, model=model,
                             tokenizer=tokenizer, mesh=mesh, tag="reasoning_general")
     seconds = time.perf_counter() - start
     meta = {"fingerprint": _fingerprint(settings), "settings": settings, "metrics": res["metrics"],
             "seconds": seconds, "seconds_per_sample": seconds / n, "adapters_used": res["adapters"],
-            "labels": res["labels"].tolist(), "source": "generation.evaluate.evaluate (tag reasoning_general)"}
+            "labels": res["labels"].tolist(), "row_ids": rows,
+            "source": "generation.evaluate.evaluate (tag reasoning_general)"}
     if jax.process_index() == 0:
         root.mkdir(parents=True, exist_ok=True)
         np.save(npy_path, res["probabilities"])
@@ -111,10 +129,11 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
 # ------------------------------------------------------------------------------------------- traces
 
 
-def trace_settings(config, mode: str, n: int, general_fp: str | None) -> dict:
+def trace_settings(config, mode: str, n: int, general_fp: str | None, sample: dict | None = None) -> dict:
     r, e = config.reasoning, config.evaluate
     del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
-    return {"mode": mode, "split": e.split, "order": e.order, "k_history": e.k_history,
+    return {"mode": mode, "sample": sample, "hint_bands": hint_bands(config) if mode == "hint" else None,
+            "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path, "num_traces": r.num_traces,
             "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
             "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
@@ -174,8 +193,9 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
     if mode == "hint" and general is None:
         raise ValueError("the hint mode needs the general model's predictions (P_G)")
     r = config.reasoning
-    n = num_rows(config, data)
-    settings = trace_settings(config, mode, n, general and general["key"])
+    row_ids = reasoning_rows(config, data)
+    n = len(row_ids)
+    settings = trace_settings(config, mode, n, general and general["key"], _sample_settings(config, data))
     folder = _root(workdir) / mode
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, path = folder / "meta.json", folder / "traces.jsonl"
@@ -186,17 +206,21 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
     _atomic_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
     done = read_records(path, repair=True)
     labels = data.samples[config.evaluate.split]["label"]
-    p_g = None if general is None else np.asarray(general["probabilities"])
-    hint_for_row = (lambda row: hints.knowledge_hint(float(p_g[row]))) if mode == "hint" else (lambda row: "")
+    p_g = None
+    if general is not None:
+        if list(general.get("row_ids", row_ids))[:n] != row_ids:
+            raise ValueError("reasoning: P_G was computed for other rows than the reasoning rows; rerun reason")
+        p_g = dict(zip(row_ids, np.asarray(general["probabilities"]).tolist()))  # row id -> P_G
+    hint_for_row = hint_function(config, p_g) if mode == "hint" else (lambda row: "")
     gen, scorer = tools or make_tools(config, model, tokenizer, mesh)
     b = int(r.prompts_per_batch)
     if b < 1 or r.num_traces < 1 or r.max_new_tokens < 1:
         raise ValueError(f"reasoning.prompts_per_batch={b}, num_traces={r.num_traces} and "
                          f"max_new_tokens={r.max_new_tokens} must all be >= 1")
     batches_run = 0
-    bar = console.progress(n, f"traces ({mode})", initial=sum(1 for row in range(n) if row in done), unit="row")
+    bar = console.progress(n, f"traces ({mode})", initial=sum(1 for row in row_ids if row in done), unit="row")
     for start in range(0, n, b):
-        rows = list(range(start, min(start + b, n)))
+        rows = row_ids[start:start + b]
         if all(row in done for row in rows):
             continue
         if stop_after_batches is not None and batches_run >= stop_after_batches:
@@ -231,7 +255,25 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
         bar.update(len(lines))
         logging.info("reasoning %s: %d/%d rows (%.1fs generate, %.1fs score)", mode, len(done), n, t1 - t0, t2 - t1)
     bar.close()
-    return {"mode": mode, "rows_done": sum(1 for row in range(n) if row in done), "rows": n, "file": str(path)}
+    return {"mode": mode, "rows_done": sum(1 for row in row_ids if row in done), "rows": n, "file": str(path)}
+
+
+HINT_BANDS = ("follow", "official")
+
+
+def hint_bands(config) -> str:
+    """The scale the KP hint's bands read P_G on: "double_softmax" (P_G as it is: the official P_G, or
+    `reasoning.hint_bands="official"`) or "softmax" (a plain Yes/No softmax P_G, mapped first; hints.py)."""
+    bands = config.reasoning.get("hint_bands", "follow")
+    if bands not in HINT_BANDS:
+        raise ValueError(f"reasoning.hint_bands={bands!r} is not one of {HINT_BANDS} (configs/base_reasoning.py)")
+    return "double_softmax" if bands == "official" or config.evaluate.double_softmax else "softmax"
+
+
+def hint_function(config, p_general: Mapping[int, float]):
+    """row id -> the KP hint for that row's P_G, with the bands of P_G's mode (`hint_bands`)."""
+    double = hint_bands(config) == "double_softmax"
+    return lambda row: hints.knowledge_hint(float(p_general[row]), double)
 
 
 def make_tools(config, model, tokenizer, mesh=None) -> tuple[traces.TraceGenerator, traces.TraceScorer]:
@@ -288,16 +330,19 @@ def reason(config, workdir, *, data=None, histories: Mapping[str, ex_lib.History
 # ------------------------------------------------------------------------------------------- merge
 
 
-def load_mode(workdir, mode: str, n: int, score: str) -> dict:
-    """[N, K] trace probabilities, lengths and per-row seconds of one finished mode."""
+def load_mode(workdir, mode: str, row_ids, score: str) -> dict:
+    """[N, K] trace probabilities, lengths and per-row seconds of one finished mode, for the test rows `row_ids`
+    (in that order; an int N means rows 0..N-1)."""
     if score not in SCORES:
         raise ValueError(f"reasoning.score {score!r} is not one of {SCORES}")
+    row_ids = list(range(row_ids)) if isinstance(row_ids, int) else [int(r) for r in row_ids]
+    n = len(row_ids)
     path = _root(workdir) / mode / "traces.jsonl"
     recs = read_records(path)
-    missing = [row for row in range(n) if row not in recs]
+    missing = [row for row in row_ids if row not in recs]
     if missing:
         raise ValueError(f"{path} lacks {len(missing)} of {n} rows (first {missing[:5]}); run reason first")
-    rows = [recs[row] for row in range(n)]
+    rows = [recs[row] for row in row_ids]
     return {"preds": np.array([rec["scores"][score] for rec in rows], np.float64),  # [N, K]
             "lengths": np.array([rec["lengths"] for rec in rows], np.float64),  # [N, K]
             "labels": np.array([rec["label"] for rec in rows], np.int64),
@@ -320,28 +365,32 @@ def merge_results(config, workdir) -> dict:
     gmeta = json.loads(meta_path.read_text())
     p_g = np.load(root / "general.npy")
     labels = np.asarray(gmeta["labels"], np.int64)
+    row_ids = [int(x) for x in gmeta.get("row_ids", range(len(labels)))]
     if r.merge_rows:  # the first rows only (e.g. what a still-running reason has finished)
         if r.merge_rows > len(labels):
             raise ValueError(f"reasoning.merge_rows={r.merge_rows} exceeds the {len(labels)} rows of general.json")
-        p_g, labels = p_g[: r.merge_rows], labels[: r.merge_rows]
+        p_g, labels, row_ids = p_g[: r.merge_rows], labels[: r.merge_rows], row_ids[: r.merge_rows]
     n = len(labels)
+    probabilities = {"general (M_G)": p_g}
     rows = [_row("general (M_G)", labels, p_g, seconds=gmeta["seconds_per_sample"] * n,
                  seconds_per_sample=gmeta["seconds_per_sample"])]
     fig_dir = root / "figures"
     figures, sweeps, modes = {}, {}, {}
     for mode in tuple(r.modes):
-        m = load_mode(workdir, mode, n, r.score)
+        m = load_mode(workdir, mode, row_ids, r.score)
         if not np.array_equal(m["labels"], labels):
             raise ValueError(f"reasoning/{mode} labels differ from general.json: the rows do not match")
         modes[mode] = m
         mean_r, var_r = (np.asarray(x, np.float64) for x in merge.trace_stats(m["preds"]))
         secs = float(m["generate_seconds"].sum() + m["score_seconds"].sum())
+        probabilities[f"reasoning {'w/' if mode == 'hint' else 'w/o'} hint"] = mean_r
         rows.append(_row(f"reasoning {'w/' if mode == 'hint' else 'w/o'} hint", labels, mean_r, K=m["preds"].shape[1],
                          seconds=secs, seconds_per_sample=secs / n, mean_trace_tokens=float(m["lengths"].mean()),
                          finished_fraction=m["finished"]))
         mean_g, var_g = merge.general_stats(p_g.astype(np.float64), r.general_mean)
         fused = np.asarray(merge.merge(mean_r, var_r, mean_g, var_g, r.alpha, r.epsilon))
         name = "merged (RALLRec+)" if mode == "hint" else "merged plain traces (w/o KP, w/ CM)"
+        probabilities[name] = fused
         rows.append(_row(name, labels, fused, alpha=r.alpha, epsilon=r.epsilon, K=m["preds"].shape[1],
                          seconds=secs + gmeta["seconds_per_sample"] * n))
         figures[f"{mode}_length"] = analysis.accuracy_by_length(labels, m["preds"], m["lengths"],
@@ -361,7 +410,13 @@ def merge_results(config, workdir) -> dict:
     if jax.process_index() == 0:
         for name, numbers in {**figures, **sweeps}.items():
             saved[name] = analysis.save_figure(numbers, str(fig_dir / f"{name}.png"))[0]
-    result = {"rows": rows, "n": n, "score": r.score, "general_mean": r.general_mean, "sweeps": sweeps,
+    if jax.process_index() == 0:  # each row's P per test row, for the report's intervals and paired comparisons
+        tmp = root / ".probabilities.tmp.npz"
+        np.savez(tmp, row_ids=np.asarray(row_ids, np.int64), labels=labels,
+                 **{f"model/{name}": np.asarray(p, np.float64) for name, p in probabilities.items()})
+        os.replace(tmp, root / "probabilities.npz")
+    result = {"rows": rows, "n": n, "row_ids": row_ids, "probabilities": "reasoning/probabilities.npz",
+              "score": r.score, "general_mean": r.general_mean, "sweeps": sweeps,
               "figures": saved, "general_settings": gmeta["settings"],
               "latency": figures.get("latency")}
     if jax.process_index() == 0:

@@ -16,6 +16,12 @@ gradients); "auto" picks native on CPU (BCSR when no compiler is at hand) and jr
 Training: BPR with one uniform negative per positive drawn on device (re-drawn while it hits a training
 positive), L2 on the batch's layer-0 rows, Adam; one jitted `lax.scan` runs a whole epoch, its batches
 sharded over the mesh's data axes. Evaluation: full-ranking Recall@K / NDCG@K excluding training items.
+
+Cold nodes: a user or item without a training interaction has no edge, so every propagated layer of it is 0
+and the layer mean would leave e0 / (L + 1), its random initialisation, as its embedding. The embeddings
+returned here give such nodes zero rows instead (`zero_cold_rows`), so that what reads them (the SSL
+projector's and the mixture's zero-row masks) sees "no collaborative signal" rather than a random vector,
+and the result counts them (`LightGCNResult.cold_users`, `cold_items`).
 """
 from __future__ import annotations
 
@@ -438,9 +444,26 @@ def popularity_metrics(train_pairs, eval_pairs, num_users: int, num_items: int, 
 
 @dataclasses.dataclass
 class LightGCNResult:
-    user_emb: np.ndarray  # [U, D] layer-mean embeddings
-    item_emb: np.ndarray  # [I, D]
+    user_emb: np.ndarray  # [U, D] layer-mean embeddings; zero rows for users without training interactions
+    item_emb: np.ndarray  # [I, D]; zero rows for items without training interactions
     metrics: list[dict[str, float]]  # one entry per epoch: epoch, loss, seconds (+ recall@k, ndcg@k)
+    cold_users: int = 0  # users without a training interaction (zero rows)
+    cold_items: int = 0  # items without a training interaction (zero rows)
+
+
+def seen_nodes(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(user_seen [U] bool, item_seen [I] bool): which nodes have at least one training interaction."""
+    user_seen = np.bincount(np.asarray(users, np.int64), minlength=num_users)[:num_users] > 0
+    item_seen = np.bincount(np.asarray(items, np.int64), minlength=num_items)[:num_items] > 0
+    return user_seen, item_seen
+
+
+def zero_cold_rows(emb: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """emb [N, D] with the rows of nodes never seen in training set to 0 (their layer mean is e0 / (L + 1))."""
+    emb = np.array(emb, copy=True)
+    emb[~np.asarray(seen, bool)] = 0.0
+    return emb
 
 
 def _make_epoch_fn(graphdef, cfg: LightGCNConfig, num_users: int, num_items: int, num_edges: int,
@@ -522,6 +545,7 @@ class LightGCNTrainer:
             raise ValueError(f"config.batch_size={cfg.batch_size} is not divisible by the {dp} data-parallel devices")
         self.train_pairs = (tu, ti)
         self.num_users, self.num_items = num_users, num_items
+        self.user_seen, self.item_seen = seen_nodes(tu, ti, num_users, num_items)
 
         graph = build_graph(tu, ti, num_users, num_items)
         self.replicated = NamedSharding(mesh, PartitionSpec())
@@ -546,9 +570,9 @@ class LightGCNTrainer:
         return float(loss)  # blocks until the epoch is done
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """Layer-mean user [U, D] and item [I, D] embeddings."""
+        """Layer-mean user [U, D] and item [I, D] embeddings; zero rows for nodes without a training interaction."""
         ue, ie = self._embeddings_fn(self.state, self.operator)
-        return np.asarray(ue), np.asarray(ie)
+        return zero_cold_rows(np.asarray(ue), self.user_seen), zero_cold_rows(np.asarray(ie), self.item_seen)
 
     def evaluate(self, eval_pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         ue, ie = self.embeddings()
@@ -619,4 +643,8 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
         manager.close()
 
     ue, ie = trainer.embeddings()
-    return LightGCNResult(ue, ie, metrics)
+    cold_users, cold_items = int((~trainer.user_seen).sum()), int((~trainer.item_seen).sum())
+    if cold_users or cold_items:
+        logging.info("LightGCN: %d users and %d items have no training interaction: zero rows", cold_users,
+                     cold_items)
+    return LightGCNResult(ue, ie, metrics, cold_users, cold_items)

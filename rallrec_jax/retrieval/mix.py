@@ -2,7 +2,11 @@
 
 Two styles:
 - `paper` (eq. 7): each block L2-normalised per row, concatenated [e_text || e_colla || e_ssl], similarity =
-  dot product of the concatenations (= the sum of the blocks' cosines).
+  dot product of the concatenations (= the sum of the blocks' cosines). The text block is centred over the
+  items first (`text_center`, default on) and optionally reduced by PCA (`text_pca` > 0 components): mean-pooled
+  LLM states are anisotropic (they share a large common direction), so uncentred text cosines bunch together
+  near one value and the text ranking is decided by small differences on top of it; centring removes that
+  common direction (spec 6.5: PCA on the text block). The collaborative blocks are used as they are.
 - `official` (`rag/topK_relevant_*.py`): the text block reduced by PCA(128) fitted on all items, each block
   divided by ONE scalar, its largest row norm, then cosine similarity over the concatenation.
 
@@ -70,13 +74,26 @@ def _check_block(name: str, x, num_items: int | None) -> np.ndarray:
     return x
 
 
+def prepare_text(text: np.ndarray, center: bool = True, n_pca: int = 0) -> np.ndarray:
+    """The paper style's text block before its L2 norm: centred over items (x - mean_items x), and with
+    `n_pca` > 0 projected on its first principal components (which centres it too). [I, D] -> [I, D or n_pca]."""
+    x = np.asarray(text, np.float32)
+    if n_pca and n_pca < x.shape[1]:
+        return pca(x, min(int(n_pca), min(x.shape)))
+    if center:
+        return (x.astype(np.float64) - x.mean(0, dtype=np.float64)).astype(np.float32)
+    return x
+
+
 def mixed_embedding(kind: str, text: np.ndarray | None = None, colla: np.ndarray | None = None,
-                    ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128) -> np.ndarray:
+                    ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128,
+                    text_center: bool = False, text_pca: int = 0) -> np.ndarray:
     """The item vectors whose dot products are the `kind` similarity ([I, D_total]); not for `hybrid`
     (a score mixture) nor `retri_then_mix` (two rankings): those are built from the single kinds.
 
-    paper: concat of row-normalised blocks. official: PCA(pca_dim) text, blocks / max row norm, then the
-    concatenation row-normalised so that the dot product is the cosine similarity.
+    paper: concat of row-normalised blocks (the text block through `prepare_text(text_center, text_pca)` first).
+    official: PCA(pca_dim) text, blocks / max row norm, then the concatenation row-normalised so that the dot
+    product is the cosine similarity.
     """
     if kind not in SINGLE_EMBEDDING_KINDS:
         raise ValueError(f"kind={kind!r} has no single embedding; choose one of {SINGLE_EMBEDDING_KINDS}")
@@ -90,7 +107,7 @@ def mixed_embedding(kind: str, text: np.ndarray | None = None, colla: np.ndarray
         x = _check_block(name, given[name], num_items)
         num_items = x.shape[0]
         if style == "paper":
-            parts.append(l2_normalize_rows(x))
+            parts.append(l2_normalize_rows(prepare_text(x, text_center, text_pca) if name == "text" else x))
         else:
             if name == "text" and pca_dim and x.shape[1] > pca_dim:
                 x = pca(x, pca_dim)
@@ -128,7 +145,8 @@ class ItemSimilarity:
     ([B, H, 2] text and colla channels for `retri_then_mix`)."""
 
     def __init__(self, kind: str, text: np.ndarray | None = None, colla: np.ndarray | None = None,
-                 ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128, chunk: int = 256):
+                 ssl: np.ndarray | None = None, style: str = "paper", pca_dim: int = 128, chunk: int = 256,
+                 text_center: bool = False, text_pca: int = 0):
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r} is not one of {KINDS}")
         self.kind, self.style, self.chunk = kind, style, chunk
@@ -137,6 +155,8 @@ class ItemSimilarity:
             c = _check_block("colla", colla, t.shape[0])
             if style == "official" and pca_dim and t.shape[1] > pca_dim:
                 t = pca(t, pca_dim)
+            elif style == "paper":
+                t = prepare_text(t, text_center, text_pca)
             self._text = jnp.asarray(l2_normalize_rows(t))
             self._colla = jnp.asarray(l2_normalize_rows(c))
             self.num_items = t.shape[0]
@@ -144,14 +164,14 @@ class ItemSimilarity:
             # Each channel is its own kind's embedding, so the two rankings are the text and ID rankings of
             # Table 6 (official style: PCA text, cosine), as the code's `hybrid` reads the `text` and
             # `colla` index files.
-            self._text = jnp.asarray(mixed_embedding("text", text, None, None, style, pca_dim))
+            self._text = jnp.asarray(mixed_embedding("text", text, None, None, style, pca_dim, text_center, text_pca))
             self._colla = jnp.asarray(mixed_embedding("colla", None, colla, None, style, pca_dim))
             if self._colla.shape[0] != self._text.shape[0]:
                 raise ValueError(f"colla embeddings have {self._colla.shape[0]} rows, expected "
                                  f"{self._text.shape[0]} items")
             self.num_items = self._text.shape[0]
         else:
-            self._emb = jnp.asarray(mixed_embedding(kind, text, colla, ssl, style, pca_dim))
+            self._emb = jnp.asarray(mixed_embedding(kind, text, colla, ssl, style, pca_dim, text_center, text_pca))
             self.num_items = self._emb.shape[0]
 
     @property

@@ -150,7 +150,11 @@ class RetrievalStage:
 
         user = cached_array(folder / "user_emb.npy", fp, lambda: train("user"))
         item = cached_array(folder / "item_emb.npy", fp, lambda: train("item"))
-        return user, item
+        # Nodes without a training interaction get zero rows (lightgcn.py); applied to cached arrays too, which
+        # may predate that rule.
+        user_seen, item_seen = lightgcn.seen_nodes(*self.graph_interactions(), self.data.num_users,
+                                                   self.data.num_items)
+        return lightgcn.zero_cold_rows(user, user_seen), lightgcn.zero_cold_rows(item, item_seen)
 
     def collaborative_embeddings(self) -> np.ndarray:
         return self.lightgcn_embeddings()[1]
@@ -177,7 +181,8 @@ class RetrievalStage:
         text = self.text_embeddings() if kind in ("text", "mix", "mix3") + two else None
         colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3") + two else None
         ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
-        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"])
+        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"],
+                                  text_center=bool(c.get("text_center", True)), text_pca=int(c.get("text_pca", 0)))
 
     def retrieve(self, split: str, indices: Sequence[int], order: str | None = None,
                  kind: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -234,13 +239,20 @@ def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: 
     user_emb, item_emb = stage.lightgcn_embeddings()
     ours = lightgcn.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
     popular = lightgcn.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
-    return {"split": split, "k": k, "lightgcn": ours, "popularity": popular}
+    # Items (users) the graph never saw hold zero rows: no collaborative similarity, counted here.
+    cold = {"cold_items": int((np.abs(item_emb).sum(1) == 0).sum()),
+            "cold_users": int((np.abs(user_emb).sum(1) == 0).sum())}
+    return {"split": split, "k": k, "lightgcn": ours, "popularity": popular, **cold}
 
 
-def eval_indices(data: CTRData, eval_size: int) -> list[int]:
-    """The evaluated test rows: the first `eval_size` (the official 10,000), all when 0."""
-    n = data.num_samples("test")
-    return list(range(n if not eval_size else min(eval_size, n)))
+def eval_indices(data: CTRData, config) -> list[int]:
+    """The evaluated test rows: the evaluation sample of a full config (`eval_size` rows drawn as
+    `eval_sample`, data/sampling.py); an int is the official first `eval_size` rows (all when 0)."""
+    from rallrec_jax.data import sampling  # data is below retrieval: a downward import
+
+    if isinstance(config, int):
+        return sampling.draw(data.samples["test"]["user"], "test", config, "first").rows.tolist()
+    return sampling.evaluation_sample(data, config).rows.tolist()
 
 
 def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.TextTools | None = None) -> dict:
@@ -263,7 +275,7 @@ def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.Te
                 "mean_cos_to_shuffled_colla": float((unit(e_ssl[valid]) * np.roll(unit(colla[valid]), 1, 0))
                                                     .sum(axis=1).mean())}
     if step == "retrieve":
-        indices = eval_indices(data, config.eval_size)
+        indices = eval_indices(data, config)
         out = stage.retrieve("test", indices)
         lengths = np.array([len(x[0]) for x in out])
         return {"step": step, "samples": len(out), "order": config.retrieval.order, "kind": config.retrieval.kind,
