@@ -202,6 +202,10 @@ def add_arguments(parser: argparse.ArgumentParser, pairs: int = 5) -> argparse.A
     return parser
 
 
+def fmt_seconds(s: float) -> str:
+    return f"{s * 1e3:,.1f} ms" if s < 1 else f"{s:,.2f} s"
+
+
 def _span(a: float, b: float, fmt: str = "{:.0f}") -> str:
     lo, hi = sorted((a, b))
     return fmt.format(lo) if fmt.format(lo) == fmt.format(hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
@@ -238,8 +242,7 @@ class Report:
             sides = (f"{row['ours']} {row['ours_rate']:,.1f} {row['unit']}/s, {row['peer']} "
                      f"{row['peer_rate']:,.1f} {row['unit']}/s")
         else:
-            sides = (f"{row['ours']} {row['ours_median_s'] * 1e3:,.1f} ms, {row['peer']} "
-                     f"{row['peer_median_s'] * 1e3:,.1f} ms")
+            sides = f"{row['ours']} {fmt_seconds(row['ours_median_s'])}, {row['peer']} {fmt_seconds(row['peer_median_s'])}"
         return (f"{row['name']}: {sides} | ratio {row['ratio_median']:.2f}x (min-max {row['ratio_min']:.2f}-"
                 f"{row['ratio_max']:.2f}, IQR {row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}, {row['pairs']} pairs) | "
                 f"matmul f32 numpy {_span(b['matmul_numpy_gflops'], a['matmul_numpy_gflops'])} / jax "
@@ -257,7 +260,7 @@ class Report:
             if r.get("work_per_call") is not None:
                 ours, peer = f"{r['ours_rate']:,.1f} {r['unit']}/s", f"{r['peer_rate']:,.1f} {r['unit']}/s"
             else:
-                ours, peer = f"{r['ours_median_s'] * 1e3:,.1f} ms", f"{r['peer_median_s'] * 1e3:,.1f} ms"
+                ours, peer = fmt_seconds(r["ours_median_s"]), fmt_seconds(r["peer_median_s"])
             lines.append(
                 f"| {r['name']} | {r['ours']} {ours} | {r['peer']} {peer} | {r['ratio_median']:.2f}x | "
                 f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {r['ratio_q1']:.2f}-{r['ratio_q3']:.2f} | {r['pairs']} | "
