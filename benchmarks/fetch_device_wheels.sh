@@ -41,7 +41,8 @@ source_only=(promise==2.3)
 "$py" -m pip wheel -q --no-deps -w "$dest" "${source_only[@]}"
 
 if [ -f "$ml1m/ratings.dat" ]; then
-  cp "$ml1m/ratings.dat" "$here/device_data/ml-1m/ratings.dat"
+  cp -f "$ml1m/ratings.dat" "$here/device_data/ml-1m/ratings.dat"
+  chmod u+w "$here/device_data/ml-1m/ratings.dat"
 else
   echo "no $ml1m/ratings.dat: the LightGCN part will need --ml1m on the device" >&2
 fi
