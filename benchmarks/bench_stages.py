@@ -214,9 +214,6 @@ def torch_yes_scores(peer, seqs, batch: int, pad_id: int, yes_no, min_bucket: in
 
 # ----------------------------------------------------------------------------- finetune
 def bench_finetune(s: Setup) -> dict:
-    import jax
-    import jax.numpy as jnp  # noqa: F401  (jax initialised before the timings)
-
     from rallrec_jax.generation import examples as ex_lib
     from rallrec_jax.generation import finetune as ft
 
@@ -487,7 +484,8 @@ def bench_reasoning(s: Setup) -> dict:
     else:
         stats = harness.run_pairs(harness.Side("jax", ours),
                                   harness.Side("torch", peer_run, warmup=lambda: peer_run(2)), a.pairs)
-        o_first, o_steady, p_steady = stats.ours_warmup_s, statistics.median(stats.ours_s), statistics.median(stats.peer_s)
+        o_first, o_steady = stats.ours_warmup_s, statistics.median(stats.ours_s)
+        p_steady = statistics.median(stats.peer_s)
     work = reasoning_work(prompt_ids, log["ours"]["lengths"], log["ours"]["score_lens"], r.num_traces,
                           r.score_batch)
     ours_r = {"wall_s": o_first, "steady_s": o_steady, "compile_s": max(o_first - o_steady, 0.0),
@@ -524,8 +522,8 @@ def bench_reasoning(s: Setup) -> dict:
                 "score_s": peer_log["score_s"], "generated_tokens": pw["generated"], "work": pw}
     return finish_stage("reasoning", {"rows": n, "prompts_per_batch": b, "traces": r.num_traces,
                                       "max_new_tokens": r.max_new_tokens, "real_tokens": work["real"],
-                                      "padded_tokens": work["padded"]}, ours_r, kernel, peer, fraction_key="generate_tok_s",
-                        real_key=None)
+                                      "padded_tokens": work["padded"]}, ours_r, kernel, peer,
+                        fraction_key="generate_tok_s", real_key=None)
 
 
 def reasoning_work(prompt_ids, lengths, score_lens, k: int, score_batch: int) -> dict:
@@ -622,8 +620,8 @@ def table(results) -> str:
              "peer ratio | compile s | steady s | whole stage s |", "|" + "---|" * 11]
     for r in results:
         o, k, p = r["ours"], r["kernel"], r["peer"]
-        lines.append(f"| {r['stage']} | {o['steady_real_tok_s']:,.0f} | {o['steady_padded_tok_s']:,.0f} | {k['name']} | "
-                     f"{k['tok_s']:,.0f} | {r['fraction_of_kernel']:.0%} | "
+        lines.append(f"| {r['stage']} | {o['steady_real_tok_s']:,.0f} | {o['steady_padded_tok_s']:,.0f} | "
+                     f"{k['name']} | {k['tok_s']:,.0f} | {r['fraction_of_kernel']:.0%} | "
                      f"{'-' if p is None else format(p['steady_real_tok_s'], ',.0f')} | "
                      f"{'-' if p is None else format(r['peer_ratio'], '.2f') + 'x'} | {o['compile_s']:.1f} | "
                      f"{o['steady_s']:.1f} | {o['wall_s']:.1f} |")

@@ -197,7 +197,8 @@ def machine_info() -> dict:
 # ----------------------------------------------------------------------------- reporting
 def add_arguments(parser: argparse.ArgumentParser, pairs: int = 5) -> argparse.ArgumentParser:
     """--pairs and --json, the flags every kernel benchmark shares."""
-    parser.add_argument("--pairs", type=int, default=pairs, help="interleaved (ours, peer) pairs after one warm-up each")
+    parser.add_argument("--pairs", type=int, default=pairs,
+                        help="interleaved (ours, peer) pairs after one warm-up each")
     parser.add_argument("--json", default=None, help="also write the rows, machine state and arguments here")
     return parser
 
@@ -242,7 +243,8 @@ class Report:
             sides = (f"{row['ours']} {row['ours_rate']:,.1f} {row['unit']}/s, {row['peer']} "
                      f"{row['peer_rate']:,.1f} {row['unit']}/s")
         else:
-            sides = f"{row['ours']} {fmt_seconds(row['ours_median_s'])}, {row['peer']} {fmt_seconds(row['peer_median_s'])}"
+            sides = (f"{row['ours']} {fmt_seconds(row['ours_median_s'])}, "
+                     f"{row['peer']} {fmt_seconds(row['peer_median_s'])}")
         return (f"{row['name']}: {sides} | ratio {row['ratio_median']:.2f}x (min-max {row['ratio_min']:.2f}-"
                 f"{row['ratio_max']:.2f}, IQR {row['ratio_q1']:.2f}-{row['ratio_q3']:.2f}, {row['pairs']} pairs) | "
                 f"matmul f32 numpy {_span(b['matmul_numpy_gflops'], a['matmul_numpy_gflops'])} / jax "
