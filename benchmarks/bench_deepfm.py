@@ -1,14 +1,15 @@
 """DeepFM train step: JAX (this package, jitted, 1 device) against a PyTorch peer, same sizes, same run.
 
-Prints the median step time of each and the ratio torch / jax (> 1: JAX faster). Both models:
+Prints the median step time of each and the ratio torch / jax (> 1: JAX faster) over interleaved pairs
+(benchmarks/harness.py: one pair = `--steps` JAX steps, then as many torch steps). Both models:
 F fields sharing one embedding table (dim 16), FM first + second order, MLP 200-200-200 ReLU with
-dropout, Adam, mean BCE. Usage: python benchmarks/bench_deepfm.py [--batch 1024] [--steps 50]
+dropout, Adam, mean BCE. Usage: python benchmarks/bench_deepfm.py [--batch 1024] [--steps 10] [--pairs 5]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,11 @@ import optax
 import torch
 from flax import nnx
 
-from rallrec_jax import parallel
-from rallrec_jax.generation import deepfm
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+from rallrec_jax import parallel  # noqa: E402
+from rallrec_jax.generation import deepfm  # noqa: E402
 
 
 class TorchDeepFM(torch.nn.Module):
@@ -46,19 +50,11 @@ class TorchDeepFM(torch.nn.Module):
         return self.bias + first + second + self.mlp(e.flatten(1)).squeeze(-1)
 
 
-def _time(fn, steps):
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed call (one side of a pair)")
+    harness.add_arguments(ap, pairs=5)
     args = ap.parse_args()
     cards = [6040, 3706, 18, 2, 7, 21]  # MovieLens-1M-like: user, item, genre, gender, age, occupation
     rng = np.random.default_rng(0)
@@ -88,12 +84,18 @@ def main():
         loss.backward()
         opt.step()
 
-    for _ in range(5):
-        jax_step()
-        torch_step()
-    tj, tt = _time(jax_step, args.steps), _time(torch_step, args.steps)
-    print(f"batch {args.batch}: jax {tj * 1e3:.2f} ms/step, torch {tt * 1e3:.2f} ms/step, "
-          f"torch/jax = {tt / tj:.2f} (threads: torch {torch.get_num_threads()})")
+    def repeat(fn):
+        def run():
+            for _ in range(args.steps):
+                fn()
+        return run
+
+    report = harness.Report("bench_deepfm", args)
+    report.compare(f"DeepFM train step, batch {args.batch} (x{args.steps} steps per call)",
+                   harness.Side("jax", repeat(jax_step)), harness.Side("torch", repeat(torch_step)),
+                   pairs=args.pairs, work=args.steps, unit="step",
+                   extra={"batch": args.batch, "torch_threads": torch.get_num_threads()})
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ backward reuses the symmetric adjacency, negatives drawn with numpy once per epo
 JAX: `LightGCNTrainer` (what `train_lightgcn` runs) with the "auto" propagation, which on CPU is the native
 threaded CSR kernel (`rallrec_jax/retrieval/native.py`), whole epoch in one jitted scan, negatives drawn on
 device; XLA's single-threaded BCSR path and the jraph gather path are timed for a few epochs beside it. The
-JAX and torch epochs interleave in the same process, so a busy machine slows both alike; the torch thread
-count is the fastest measured here.
+JAX and torch epochs interleave in the same process as pairs (benchmarks/harness.py: epoch 1 of each is the
+warm-up, then `--pairs` pairs of one JAX epoch and one torch epoch), so a busy machine slows both alike; the
+ratio's median and spread over the pairs are printed beside the machine's matmul rate and bandwidth. The
+torch thread count is the fastest measured here. `TorchLightGCN(device="cuda")` is the GPU peer of
+benchmarks/device_check.py.
 
 Measured 2026-11-29 on a quiet 2-core machine, 50 epochs: jax (native) 1.473 s/epoch, torch (2 threads,
 CSR product 1.7 ms vs 3.4 ms on 1) 3.236 s/epoch -> 2.20x; Recall@20 jax 0.0871 vs torch 0.0867 (+0.5%),
@@ -24,12 +27,11 @@ jraph gather path 16.8 s/epoch. Both sides spend most of a batch in six CSR prod
 in XLA's kernel, 1.7 ms in torch's on 2 threads. What limits the ratio: those products are bound by
 random reads of 256-byte embedding rows from L2/L3, and torch's kernel also uses both cores.
 
-Usage: python benchmarks/bench_lightgcn.py [--epochs 50] [--jraph_epochs 2] [--json out.json]
+Usage: python benchmarks/bench_lightgcn.py [--epochs 50 | --pairs 49] [--jraph_epochs 2] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import pathlib
@@ -45,6 +47,8 @@ warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-1m" / "ratings.dat"
 
 
@@ -68,10 +72,11 @@ class TorchLightGCN:
     """The PyTorch peer, stepped one epoch at a time so that its epochs interleave with JAX's."""
 
     def __init__(self, tu, ti, num_users, num_items, seed=0, dim=64, layers=3, lr=1e-3, l2=1e-4, batch=2048,
-                 rounds=4):
+                 rounds=4, device="cpu"):
         import torch
 
         torch.manual_seed(seed)
+        self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.keys = np.unique(tu.astype(np.int64) * num_items + ti)
         self.u_all = (self.keys // num_items).astype(np.int64)
@@ -88,7 +93,7 @@ class TorchLightGCN:
         # int32 indices: MKL's CSR kernel runs faster with them than with int64.
         adj = torch.sparse_csr_tensor(torch.from_numpy(crow.astype(np.int32)),
                                       torch.from_numpy(cols[order].astype(np.int32)),
-                                      torch.from_numpy(vals[order].astype(np.float32)), size=(n, n))
+                                      torch.from_numpy(vals[order].astype(np.float32)), size=(n, n)).to(self.device)
 
         class SymSpMM(torch.autograd.Function):
             @staticmethod
@@ -100,7 +105,7 @@ class TorchLightGCN:
                 return torch.sparse.mm(adj, g)  # A symmetric: A^T g = A g
 
         self.spmm = SymSpMM
-        self.emb = torch.nn.Parameter(0.1 * torch.randn(n, dim))
+        self.emb = torch.nn.Parameter((0.1 * torch.randn(n, dim)).to(self.device))
         self.opt = torch.optim.Adam([self.emb], lr=lr)
 
     def readout(self):
@@ -121,8 +126,8 @@ class TorchLightGCN:
         for _ in range(self.rounds):
             hit = np.isin(bu * ni + bj, self.keys)
             bj = np.where(hit, self.rng.integers(0, ni, bu.shape), bj)
-        bu_t, bi_t, bj_t = (torch.from_numpy(x) for x in (bu, bi + nu, bj + nu))
-        total = 0.0
+        bu_t, bi_t, bj_t = (torch.from_numpy(x).to(self.device) for x in (bu, bi + nu, bj + nu))
+        total = torch.zeros((), device=self.device)  # summed on the device: no host sync per batch
         for b in range(nb):
             u, i, j = bu_t[b], bi_t[b], bj_t[b]
             final = self.readout()
@@ -134,14 +139,14 @@ class TorchLightGCN:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            total += float(loss.detach())
-        return total / nb
+            total += loss.detach()
+        return float(total) / nb  # blocks until the epoch is done
 
     def embeddings(self):
         import torch
 
         with torch.no_grad():
-            final = self.readout().numpy()
+            final = self.readout().cpu().numpy()
         return final[: self.num_users], final[self.num_users:]
 
 
@@ -176,13 +181,22 @@ def best_torch_threads(num_users, num_items, tu, ti, candidates):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs trained by each side (default 50): one warm-up epoch, then pairs; "
+                             "with --pairs given, pairs + 1")
     parser.add_argument("--propagation", default="auto", help="the JAX side's propagation (auto = native on CPU)")
     parser.add_argument("--jraph_epochs", type=int, default=2, help="epochs timed on the jraph (gather) path")
     parser.add_argument("--sparse_epochs", type=int, default=3, help="epochs timed on XLA's BCSR path")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = the fastest of 1..cores")
-    parser.add_argument("--json", default=None)
+    harness.add_arguments(parser, pairs=None)
     args = parser.parse_args()
+    if args.pairs is None:
+        args.epochs = 50 if args.epochs is None else args.epochs
+        args.pairs = args.epochs - 1
+    elif args.epochs is None:
+        args.epochs = args.pairs + 1
+    if args.epochs != args.pairs + 1 or args.pairs < 1:
+        raise SystemExit(f"--epochs {args.epochs} must be --pairs + 1 ({args.pairs} + 1) and at least 2")
 
     import torch
     import jax
@@ -205,33 +219,26 @@ def main():
     pop = L.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
     print(f"popularity: recall@20 {pop['recall@20']:.4f} ndcg@20 {pop['ndcg@20']:.4f}", flush=True)
 
-    # Epochs interleave (JAX first on even epochs, torch first on odd ones) so that both see the same
-    # load on a shared machine; the ratio is of medians over epochs 2.. (epoch 1 holds JAX's compile).
+    # Epoch 1 of each side is its warm-up (JAX's holds the compile), then pairs of (JAX epoch, torch epoch).
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
     propagation = L.resolve_propagation(args.propagation)
     jax_run = L.LightGCNTrainer(tu, ti, nu, ni, L.LightGCNConfig(propagation=propagation), mesh=mesh)
     torch_run = TorchLightGCN(tu, ti, nu, ni)
-    jax_times, torch_times, jax_losses, torch_losses = [], [], [], []
+    jax_losses, torch_losses = [], []
 
-    def jax_epoch_(e):
-        t0 = time.perf_counter()
-        jax_losses.append(jax_run.run_epoch(e))
-        jax_times.append(time.perf_counter() - t0)
+    def jax_epoch_():
+        jax_losses.append(jax_run.run_epoch(len(jax_losses)))
 
-    def torch_epoch_(e):
-        t0 = time.perf_counter()
+    def torch_epoch_():
         torch_losses.append(torch_run.run_epoch())
-        torch_times.append(time.perf_counter() - t0)
+        if len(torch_losses) % 10 == 0:
+            print(f"epoch {len(torch_losses)}: loss jax {jax_losses[-1]:.4f} torch {torch_losses[-1]:.4f}", flush=True)
 
-    for e in range(args.epochs):
-        first, second = (jax_epoch_, torch_epoch_) if e % 2 == 0 else (torch_epoch_, jax_epoch_)
-        first(e)
-        second(e)
-        if (e + 1) % 10 == 0 or e == 0:
-            print(f"epoch {e + 1}: jax {jax_times[-1]:.2f}s loss {jax_losses[-1]:.4f} | torch {torch_times[-1]:.2f}s "
-                  f"loss {torch_losses[-1]:.4f}", flush=True)
-    jax_epoch = statistics.median(jax_times[1:]) if len(jax_times) > 1 else jax_times[0]
-    torch_epoch = statistics.median(torch_times[1:]) if len(torch_times) > 1 else torch_times[0]
+    report = harness.Report("bench_lightgcn", args)
+    row = report.compare(f"LightGCN epoch ML-1M ({propagation})", harness.Side(f"jax/{propagation}", jax_epoch_),
+                         harness.Side("torch", torch_epoch_), pairs=args.pairs)
+    jax_times, torch_times = [row["ours_warmup_s"], *row["ours_s"]], [row["peer_warmup_s"], *row["peer_s"]]
+    jax_epoch, torch_epoch = row["ours_median_s"], row["peer_median_s"]
     jm = jax_run.evaluate((eu, ei))
     tm = L.topk_metrics(*torch_run.embeddings(), (tu, ti), (eu, ei), k=20)
     print(f"jax  ({propagation} propagation, epoch in one jitted scan): first epoch {jax_times[0]:.2f}s (compile), "
@@ -253,17 +260,17 @@ def main():
         jraph_epoch = statistics.median(m["seconds"] for m in jr.metrics[1:])
         print(f"jax jraph (gather/segment_sum) path: median {jraph_epoch:.3f}s/epoch", flush=True)
 
-    ratio = torch_epoch / jax_epoch
+    ratio = row["ratio_median"]
     rel = (jm["recall@20"] - tm["recall@20"]) / tm["recall@20"]
-    print(f"RATIO torch/jax seconds per epoch: {ratio:.2f}x (jax faster if > 1); "
+    print(f"RATIO torch/jax seconds per epoch: {ratio:.2f}x median over {args.pairs} pairs (min-max "
+          f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}; jax faster if > 1); "
           f"recall@20 after {args.epochs} epochs: jax {jm['recall@20']:.4f} vs torch {tm['recall@20']:.4f} "
           f"({100 * rel:+.1f}%)", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"epochs": args.epochs, "jax_s_per_epoch": jax_epoch, "torch_s_per_epoch": torch_epoch,
-                       "ratio": ratio, "propagation": propagation,
-                       "sparse_s_per_epoch": sparse_epoch, "jraph_s_per_epoch": jraph_epoch, "jax": jm, "torch": tm,
-                       "popularity": pop, "jax_times": jax_times, "torch_times": torch_times}, f, indent=1)
+    report.finish({"epochs": args.epochs, "jax_s_per_epoch": jax_epoch, "torch_s_per_epoch": torch_epoch,
+                   "ratio": ratio, "propagation": propagation, "sparse_s_per_epoch": sparse_epoch,
+                   "jraph_s_per_epoch": jraph_epoch, "jax": jm, "torch": tm, "popularity": pop,
+                   "jax_times": jax_times, "torch_times": torch_times, "jax_losses": jax_losses,
+                   "torch_losses": torch_losses})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """LoRA train step of an 8B-shaped Llama (random weights, bf16) on one accelerator: seconds per step and
-model FLOP utilisation. The prepared device check of issue 5 (goal: 40% MFU on an H200).
+model FLOP utilisation. The prepared device check of issue 5 (goal: 40% MFU on an H200); part 2 of
+benchmarks/device_check.py calls `measure`.
 
 Model: Llama-3.1-8B's shapes (32 layers, D 4096, 32 heads / 8 KV heads, FFN 14336, vocab 128256), random
 weights in bfloat16 initialised straight into their shardings (no host copy). LoRA r=8, alpha 16 on q_proj
@@ -50,17 +51,10 @@ def peak_tflops(device, override: float) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in kind), None)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"])
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=2048)
-    parser.add_argument("--remat", default="attention", help="finetune.remat: none | attention | full")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak; 0 = from the device kind")
-    args = parser.parse_args()
-
+def measure(shape: str = "8b", batch: int = 4, seq: int = 2048, remat: str = "attention", steps: int = 5,
+            warmup: int = 2, peak: float = 0.0, deadline: float | None = None, progress=None) -> dict:
+    """The measurement as a dict (what main prints). `deadline` (time.time()) stops the timed steps early,
+    after at least one; `progress(dict)` gets the partial result after the compile and after each step."""
     import jax
     import numpy as np
     from flax import nnx
@@ -72,47 +66,71 @@ def main():
     from rallrec_jax.llm import lora
     from rallrec_jax.llm.model import count_params, create_model
 
-    cfg = shape_config(args.shape)
+    cfg = shape_config(shape)
     device = jax.devices()[0]
     mesh = parallel.make_mesh({"data": 1}, [device])
     t0 = time.perf_counter()
     model = create_model(cfg, mesh=mesh, seed=0)
     lora.apply_lora(model, lora.LoraConfig(rank=8, alpha=16.0, dropout=0.05), rngs=nnx.Rngs(0))
+    jax.block_until_ready(jax.tree.leaves(nnx.state(model)))
     init_s = time.perf_counter() - t0
-    settings = ft.TrainSettings(learning_rate=5e-4, effective_batch=args.batch, micro_batch=args.batch,
-                                remat=args.remat)
-    trainer = ft.Trainer(model, settings, total_steps=args.steps + args.warmup, mesh=mesh)
+    settings = ft.TrainSettings(learning_rate=5e-4, effective_batch=batch, micro_batch=batch, remat=remat)
+    trainer = ft.Trainer(model, settings, total_steps=steps + warmup, mesh=mesh)
     rng = np.random.default_rng(0)
-    exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(10, cfg.vocab_size - 10, args.seq - 1).tolist()),
-                          (11,), 1, 0, 0) for i in range(args.batch)]
-    batch, length = ft.global_batch(exs, list(range(args.batch)), 1, 0, 16)
-    if length != args.seq:
-        raise SystemExit(f"the batch bucketed to length {length}, not --seq {args.seq} (use a multiple of 16)")
+    exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(10, cfg.vocab_size - 10, seq - 1).tolist()),
+                          (11,), 1, 0, 0) for i in range(batch)]
+    gbatch, length = ft.global_batch(exs, list(range(batch)), 1, 0, 16)
+    if length != seq:
+        raise SystemExit(f"the batch bucketed to length {length}, not --seq {seq} (use a length bucket)")
+    step_flops = flops_lib.lora_step_flops(cfg, batch, seq, answer_len=1, lora_rank=8)
+    peak = peak_tflops(device, peak)
+    out = {"device": device.device_kind, "backend": jax.default_backend(), "shape": shape,
+           "params": count_params(model), "batch": batch, "seq": seq, "remat": remat, "init_s": init_s,
+           "model_tflops_per_step": step_flops / 1e12, "peak_tflops": peak}
     state = trainer.initial_state()
     t0 = time.perf_counter()
-    for s in range(args.warmup):
-        lora_s, opt, stats = trainer.step(*state, batch, s)
+    warm = []
+    for s in range(warmup):
+        t = time.perf_counter()
+        lora_s, opt, stats = trainer.step(*state, gbatch, s)
         state = (lora_s, opt)
-    float(stats["loss"])
-    warm_s = time.perf_counter() - t0
+        float(stats["loss"])
+        warm.append(time.perf_counter() - t)
+    out.update(compile_and_warmup_s=time.perf_counter() - t0, warmup_s=warm)
+    if progress:
+        progress(out)
     times = []
-    for s in range(args.steps):
+    for s in range(steps):
         t0 = time.perf_counter()
-        lora_s, opt, stats = trainer.step(*state, batch, args.warmup + s)
+        lora_s, opt, stats = trainer.step(*state, gbatch, warmup + s)
         loss = float(stats["loss"])  # blocks until the step is done
         times.append(time.perf_counter() - t0)
         state = (lora_s, opt)
-    step_s = statistics.median(times)
-    step_flops = flops_lib.lora_step_flops(cfg, args.batch, args.seq, answer_len=1, lora_rank=8)
-    achieved = step_flops / step_s / 1e12
-    peak = peak_tflops(device, args.peak_tflops)
-    memory = device.memory_stats() or {}
-    out = {"device": device.device_kind, "backend": jax.default_backend(), "shape": args.shape,
-           "params": count_params(model), "batch": args.batch, "seq": args.seq, "remat": args.remat,
-           "init_s": init_s, "compile_and_warmup_s": warm_s, "step_s": step_s, "times": times,
-           "tokens_per_s": args.batch * args.seq / step_s, "model_tflops_per_step": step_flops / 1e12,
-           "achieved_tflops": achieved, "peak_tflops": peak, "mfu": achieved / peak if peak else None,
-           "peak_memory_gb": memory.get("peak_bytes_in_use", 0) / 2**30 or None, "loss": loss}
+        step_s = statistics.median(times)
+        achieved = step_flops / step_s / 1e12
+        memory = device.memory_stats() or {}
+        out.update({"step_s": step_s, "times": times, "tokens_per_s": batch * seq / step_s,
+                    "achieved_tflops": achieved, "mfu": achieved / peak if peak else None,
+                    "compile_s": max(warm[0] - step_s, 0.0) if warm else None,
+                    "peak_memory_gb": memory.get("peak_bytes_in_use", 0) / 2**30 or None, "loss": loss})
+        if progress:
+            progress(out)
+        if deadline is not None and time.time() + step_s > deadline:
+            break
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="8b", choices=["8b", "tiny"])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=2048)
+    parser.add_argument("--remat", default="attention", help="finetune.remat: none | attention | full")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--peak_tflops", type=float, default=0.0, help="device peak; 0 = from the device kind")
+    args = parser.parse_args()
+    out = measure(args.shape, args.batch, args.seq, args.remat, args.steps, args.warmup, args.peak_tflops)
     print("RESULT " + json.dumps(out), flush=True)
 
 
