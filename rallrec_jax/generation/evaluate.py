@@ -7,7 +7,6 @@ Prompts are scored in length-sorted, length-bucketed batches by the LLM core's `
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -19,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rallrec_jax import checkpoint, metrics
+from rallrec_jax import artifacts, checkpoint, metrics
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -106,10 +105,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
     tag = tag or f"{split}_{order}_{'zeroshot' if folder is None else 'tuned'}"
     if jax.process_index() == 0:
         out = checkpoint.absolute(workdir) / "evaluate"
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / f"{tag}.npy", probs)
-        tmp = out / f"{tag}.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out / f"{tag}.json")
+        artifacts.atomic_save_npy(out / f"{tag}.npy", probs)
+        artifacts.atomic_write_json(out / f"{tag}.json", result)
     logging.info("evaluate %s: %s", tag, result["metrics"])
     return {**result, "probabilities": probs, "labels": labels}

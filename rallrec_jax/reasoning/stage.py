@@ -21,7 +21,6 @@ and epsilon sweeps, and the figures (PNG + JSON) of Figs. 2, 3, 6, 7, 9 under `r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from rallrec_jax import checkpoint, metrics, parallel
+from rallrec_jax import artifacts, checkpoint, metrics, parallel
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -42,19 +41,14 @@ MODES = ("plain", "hint")
 SCORES = ("softmax", "double_softmax", "text")
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+_fingerprint = artifacts.fingerprint
 
 
 def _root(workdir) -> pathlib.Path:
     return checkpoint.absolute(workdir) / "reasoning"
 
 
-def _atomic_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_text = artifacts.atomic_write_text
 
 
 def num_rows(config, data) -> int:
@@ -71,7 +65,8 @@ def general_settings(config, n: int) -> dict:
     e = config.evaluate
     return {"rows": n, "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": e.max_prompt_tokens, "double_softmax": bool(e.double_softmax),
-            "adapters": e.adapters, "model": config.model.path, "data": config.data.to_dict()}
+            "adapters": e.adapters, "model": config.model.path,
+            "model_files": artifacts.model_identity(config.model.path), "data": config.data.to_dict()}
 
 
 def general_predictions(config, workdir, data, *, histories=None, model=None, tokenizer=None, mesh=None) -> dict:
@@ -102,7 +97,7 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
             "labels": res["labels"].tolist(), "source": "generation.evaluate.evaluate (tag reasoning_general)"}
     if jax.process_index() == 0:
         root.mkdir(parents=True, exist_ok=True)
-        np.save(npy_path, res["probabilities"])
+        artifacts.atomic_save_npy(npy_path, res["probabilities"])
         _atomic_text(meta_path, json.dumps(meta, indent=1))
     return {**meta, "key": _fingerprint({**settings, "rows": None}), "probabilities": np.asarray(res["probabilities"]),
             "labels": res["labels"]}
@@ -115,7 +110,8 @@ def trace_settings(config, mode: str, n: int, general_fp: str | None) -> dict:
     r, e = config.reasoning, config.evaluate
     del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
     return {"mode": mode, "split": e.split, "order": e.order, "k_history": e.k_history,
-            "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path, "num_traces": r.num_traces,
+            "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path,
+            "llm_files": artifacts.model_identity(r.llm_path), "num_traces": r.num_traces,
             "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
             "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
             "general": general_fp if mode == "hint" else None, "data": config.data.to_dict()}
