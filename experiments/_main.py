@@ -1,5 +1,6 @@
 """The shared absl main of the stage binaries: `--config` (a configs/*.py file, overridable) and `--workdir`
-(made absolute), then one library call. Each binary is `run(fn)` with fn(config, workdir)."""
+(made absolute), then one library call holding the workdir's lock. Each binary is `run(fn)` with
+fn(config, workdir)."""
 import json
 import os
 import sys
@@ -9,6 +10,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
+
+from rallrec_jax import locking, settings  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output folder (made absolute)")
@@ -23,6 +26,8 @@ def run(fn: Callable[..., None]) -> None:
     def main(argv):
         del argv
         logging.set_verbosity(logging.INFO)
-        fn(_CONFIG.value, os.path.abspath(_WORKDIR.value))
+        workdir = os.path.abspath(_WORKDIR.value)
+        with locking.workdir_lock(workdir):  # one run per workdir
+            fn(_CONFIG.value, workdir)
 
-    app.run(main)
+    app.run(main, flags_parser=settings.parse_flags)

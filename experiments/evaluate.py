@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from rallrec_jax import locking, settings  # noqa: E402
 from rallrec_jax.generation import evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
@@ -26,9 +27,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    result = evaluate.evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value), _ADAPTERS.value, num_rows=_ROWS.value)
+    with locking.workdir_lock(os.path.abspath(_WORKDIR.value)):
+        result = evaluate.evaluate(_CONFIG.value, os.path.abspath(_WORKDIR.value), _ADAPTERS.value,
+                                   num_rows=_ROWS.value)
     print(json.dumps({k: v for k, v in result.items() if k not in ("probabilities", "labels")}, indent=1))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=settings.parse_flags)

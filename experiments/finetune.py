@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from rallrec_jax import parallel  # noqa: E402
+from rallrec_jax import locking, parallel, settings  # noqa: E402
 from rallrec_jax.generation import finetune  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
@@ -29,9 +29,16 @@ def main(argv):
     logging.set_verbosity(logging.INFO)
     if _NUM_PROCESSES.value and _NUM_PROCESSES.value > 1:
         parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    summary = finetune.finetune(_CONFIG.value, os.path.abspath(_WORKDIR.value))
+    workdir = os.path.abspath(_WORKDIR.value)
+    import contextlib
+
+    import jax
+
+    # Process 0 holds the workdir's lock for a multi-host run.
+    with locking.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+        summary = finetune.finetune(_CONFIG.value, workdir)
     print(json.dumps(summary, indent=1, default=str))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=settings.parse_flags)

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from rallrec_jax import locking, settings  # noqa: E402
 from rallrec_jax.data import ctr, prepare  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py file", lock_config=True)
@@ -21,10 +22,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    data = prepare.prepare_data(_CONFIG.value.data, os.path.abspath(_WORKDIR.value), force=_FORCE.value)
+    with locking.workdir_lock(os.path.abspath(_WORKDIR.value)):
+        data = prepare.prepare_data(_CONFIG.value.data, os.path.abspath(_WORKDIR.value), force=_FORCE.value)
     print(ctr.format_statistics(data.statistics()))
     print(f"prepared: {prepare.prepared_dir(_CONFIG.value.data, os.path.abspath(_WORKDIR.value))}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=settings.parse_flags)
