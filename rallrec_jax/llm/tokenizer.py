@@ -23,8 +23,9 @@ def load_tokenizer(path: str | os.PathLike):
     if p.suffix != ".gguf" and not p.exists():
         p = assets.resolve_model(path)  # a hub name
     if p.suffix == ".gguf":
-        if not p.is_file():
-            raise ValueError(f"GGUF file {p} not found")
+        from rallrec_jax.llm.weights import open_gguf
+
+        open_gguf(p)  # a damaged or non-GGUF file: an error naming it, not the GGUF reader's bare one
         tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     else:
         if not p.is_dir():
