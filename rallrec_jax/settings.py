@@ -97,12 +97,32 @@ def override_error(argv: list[str], config: Any, exc: BaseException) -> str:
             if part not in keys:
                 where = ".".join(seen) or "the config"
                 close = difflib.get_close_matches(part, keys, n=3)
-                hint = f"; did you mean {', '.join(repr('.'.join(seen + [c])) for c in close)}?" if close else ""
+                hint = f" Did you mean {', '.join(repr('.'.join(seen + [c])) for c in close)}?" if close else ""
                 known = f" Fields of {where}: {', '.join(sorted(map(str, keys)))}." if keys else ""
-                return (f"{arg}: the config has no field {path!r} ({where} has no {part!r}){hint}{known} Fix the "
+                return (f"{arg}: the config has no field {path!r} ({where} has no {part!r}).{hint}{known} Fix the "
                         "spelling, or add the field to the config file.")
             node, seen = node[part], seen + [part]
     return f"a --config override names a field the config lacks: {exc}"
+
+
+def _config_file(argv: list[str]) -> Any:
+    """The config that `--config <file>` names, loaded alone (the flag fails before it keeps its value)."""
+    from absl import flags
+
+    if "config" not in flags.FLAGS:
+        return None
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        try:
+            return flags.FLAGS["config"].parser.parse(value)
+        except Exception:  # the file itself is the problem: absl's message is the better one
+            return None
+    return None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -119,7 +139,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.stderr.write(f"FATAL Flags parsing error: {exc}\nPass --helpshort or --helpfull to see help on flags.\n")
         sys.exit(1)
     except (AttributeError, KeyError) as exc:  # ml_collections: an override of a field the config lacks
-        config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+        config = _config_file(argv)
         sys.stderr.write(f"error: {override_error(argv, config, exc) if config is not None else exc}\n")
         sys.exit(2)
     config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None

@@ -485,11 +485,11 @@ def check_resume_identity(run_dir: pathlib.Path, identity: Mapping) -> None:
             + f". Use another finetune.run_name or workdir, or delete {run_dir} to train this run there.")
 
 
-def _align_best(trainer: Trainer, best_dir: pathlib.Path, mgr, abstract, start: int, best_step: int, lora,
-                run_dir: pathlib.Path) -> None:
+def _align_best(trainer: Trainer, best_dir: pathlib.Path, mgr, abstract, start: int, best_step: int, lora) -> None:
     """Makes `best/` hold the adapters of the resumed state's best step: adapters of a later step (written just
     before a kill, or by steps a damaged checkpoint lost) are dropped, since the replayed steps write them again;
-    damaged or missing ones are rewritten from the checkpoint of that step, or the run refuses naming the folder."""
+    damaged or missing ones are rebuilt from the checkpoint of that step where it is kept (else the replay must
+    write a new best, which `train_loop` checks at its end)."""
     if not best_dir.is_dir() and best_step < 0:
         return
     bmgr = checkpoint.manager(best_dir, max_to_keep=1)
@@ -508,9 +508,9 @@ def _align_best(trainer: Trainer, best_dir: pathlib.Path, mgr, abstract, start: 
         if best_step < 0 or best_step in bmgr.all_steps():
             return
         if best_step not in mgr.all_steps() or checkpoint.step_damage(mgr, best_step) is not None:
-            raise ValueError(f"{best_dir}: the best adapters (step {best_step}) are missing or damaged and no "
-                             f"checkpoint of that step is left to rebuild them from; delete {run_dir} to train "
-                             "this run again")
+            logging.warning("finetune: the best adapters of step %d are not under %s and no checkpoint of that step "
+                            "is kept; the replayed steps must write a better one", best_step, best_dir)
+            return
         for step in list(bmgr.all_steps()):
             bmgr.delete(step)
     finally:
@@ -569,7 +569,7 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
                 f"{ckpt_dir}: the checkpoint was made with {int(pos['num_examples'])} training examples and "
                 f"effective batch {int(pos['effective_batch'])}, this run has {len(train_examples)} and "
                 f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
-        _align_best(trainer, best_dir, mgr, abstract, start, track["best_step"], lora, run_dir)
+        _align_best(trainer, best_dir, mgr, abstract, start, track["best_step"], lora)
         logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
     elif is_main:
         artifacts.atomic_write_json(run_dir / "identity.json", full_identity)
@@ -640,6 +640,9 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
         mgr.close()
         log.close()
     nnx.update(trainer.model, trainer._copy(lora))
+    if track["best_step"] >= 0 and checkpoint.latest_step(best_dir) != track["best_step"]:
+        raise ValueError(f"{best_dir}: the best adapters (step {track['best_step']}) are missing or damaged and could "
+                         f"not be rebuilt; delete {run_dir} to train this run again")
     summary = {"steps": step, "total_steps": loop.total_steps, "stopped_early": bool(track["done"]),
                "finished": bool(track["done"]) or step >= loop.total_steps,
                "best_step": track["best_step"], f"best_{loop.metric}": track["best"],
