@@ -213,8 +213,6 @@ def test_a_fixed_data_file_or_a_deleted_output_reruns_the_data_stage(tmp_path):
     pipeline.Pipeline(config, tmp_path / "work", progress=log.append).run(["data"])
     pipeline.Pipeline(config, tmp_path / "work", progress=log.append).run(["data"])
     assert log == ["[data] running", log[1], "[data] up to date, skipped"]
-    mark = json.loads((tmp_path / "work" / "pipeline" / "data.json").read_text())
-    assert "data/movielens-1m/ctr.npz" in mark["artifacts"]
     # A data file fixed in place (same size: only its content differs) is another input.
     text = (src / "ratings.dat").read_text()
     (src / "ratings.dat").write_text(text.replace("1::3::5::1003\n", "1::3::2::1003\n"))
@@ -231,6 +229,8 @@ def test_a_fixed_data_file_or_a_deleted_output_reruns_the_data_stage(tmp_path):
     assert log[0].startswith("[data] ") and log[0].endswith("ctr.npz is missing: running the stage again")
     assert log[1] == "[data] running"
     assert (tmp_path / "work" / "data" / "movielens-1m" / "ctr.npz").is_file()
+    mark = json.loads((tmp_path / "work" / "pipeline" / "data.json").read_text())
+    assert "data/movielens-1m/ctr.npz" in mark["artifacts"]
 
 
 def test_fingerprints_cover_the_model_files(tmp_path, tiny_llm):
@@ -253,7 +253,7 @@ def test_a_finished_stage_whose_checkpoint_is_damaged_is_run_again(tmp_path):
     """Issue 12.4/12.5: markers list their artifacts and done() opens them; a damaged one reruns the stage."""
     from flax import nnx
 
-    from rallrec_jax import artifacts, checkpoint
+    from rallrec_jax import checkpoint
     from rallrec_jax.llm.config import LlmConfig
     from rallrec_jax.llm.model import create_model
 
@@ -269,15 +269,12 @@ def test_a_finished_stage_whose_checkpoint_is_damaged_is_run_again(tmp_path):
         for step in (1, 2):
             checkpoint.save_model_state(folder / "checkpoints", step, create_model(cfg, seed=step), nnx.Param)
         checkpoint.save_model_state(folder / "best", 2, create_model(cfg, seed=2), nnx.Param)
-        artifacts.atomic_write_json(folder / "result.json", {"steps": 2})
+        (folder / "result.json").write_text(json.dumps({"steps": 2}))
         return {"run_dir": str(folder), "best_adapters": str(folder / "best")}
 
     run.run_stage("finetune", fake_finetune)
     run.run_stage("finetune", fake_finetune)
     assert len(calls) == 1
-    mark = json.loads((tmp_path / "work" / "pipeline" / "finetune.json").read_text())
-    assert mark["artifacts"] == ["finetune/simple/abc/best", "finetune/simple/abc/checkpoints",
-                                 "finetune/simple/abc/result.json"]
     for f in (folder / "checkpoints" / "2").rglob("*"):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(f.read_bytes()[:10])
@@ -285,6 +282,9 @@ def test_a_finished_stage_whose_checkpoint_is_damaged_is_run_again(tmp_path):
     shutil.rmtree(folder / "checkpoints")
     run.run_stage("finetune", fake_finetune)
     assert len(calls) == 2 and run.done("finetune") is not None
+    mark = json.loads((tmp_path / "work" / "pipeline" / "finetune.json").read_text())
+    assert mark["artifacts"] == ["finetune/simple/abc/best", "finetune/simple/abc/checkpoints",
+                                 "finetune/simple/abc/result.json"]
 
 
 @pytest.mark.slow
