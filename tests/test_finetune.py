@@ -6,6 +6,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -431,6 +432,14 @@ def test_a_changed_learning_rate_trains_afresh_as_a_new_run(tmp_path, tokenizer,
     losses = [[json.loads(x)["loss"] for x in (pathlib.Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
                if "loss" in json.loads(x)] for s in (new, fresh)]
     assert len(losses[0]) == 3 and losses[0] == losses[1]  # all three steps trained, as the fresh run's
+    from rallrec_jax.generation import evaluate as ev
+
+    assert ev.adapters_dir(new_config, tmp_path / "work", "best") == pathlib.Path(new["run_dir"]) / "best"
+    other = ml_collections.ConfigDict(new_config.to_dict())
+    other.finetune.learning_rate = 0.01
+    with pytest.raises(ValueError, match=r"no LoRA run of this config; the runs under .* differ from this config: "
+                                         r".*\(finetune\.learning_rate: 0\.05 -> 0\.01\)"):
+        ev.adapters_dir(other, tmp_path / "work", "best")
     again, again_arrays, _ = tune(tmp_path / "work", 5e-4)  # back to the old rate: its finished run is reused
     assert again["run_dir"] == old["run_dir"] and again["steps"] == 3
     for a, b in zip(again_arrays, old_arrays):

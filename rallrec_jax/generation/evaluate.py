@@ -56,9 +56,12 @@ def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
     if not adapters:
         return None
     if adapters == "best":
-        from rallrec_jax.generation.finetune import run_dir
+        from rallrec_jax.generation.finetune import other_runs, run_dir
 
-        return run_dir(config, workdir) / "best"
+        best = run_dir(config, workdir) / "best"  # the run of exactly this config (its folder is its identity)
+        if not best.is_dir():
+            raise ValueError(f"no saved adapters under {best}: no LoRA run of this config; {other_runs(config, workdir)}")
+        return best
     return checkpoint.absolute(adapters)
 
 

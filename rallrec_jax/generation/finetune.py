@@ -724,6 +724,22 @@ def run_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, extra
             / artifacts.fingerprint(run_identity(config, extra)))
 
 
+def other_runs(config: ml_collections.ConfigDict, workdir: str | os.PathLike, extra: Mapping | None = None) -> str:
+    """For an error when this config's run folder is missing: the runs beside it and how each differs."""
+    folder = run_dir(config, workdir, extra)
+    want = json.loads(json.dumps(run_identity(config, extra), default=str))
+    lines = []
+    for other in sorted(p for p in folder.parent.glob("*/identity.json")):
+        try:
+            changed = artifacts.differences(json.loads(other.read_text()).get("run", {}), want)
+        except ValueError:
+            changed = ["its identity.json is unreadable"]
+        lines.append(f"{other.parent.name} ({'; '.join(changed[:4]) or 'same identity'})")
+    if not lines:
+        return f"no LoRA run under {folder.parent}"
+    return f"the runs under {folder.parent} differ from this config: " + ", ".join(lines)
+
+
 def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
              histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
              tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None,
