@@ -103,8 +103,13 @@ def quarantine(mgr: ocp.CheckpointManager, step: int) -> pathlib.Path:
     """Moves a damaged step folder to `<directory>.damaged/<step>-<time>` (kept for inspection); returns it."""
     directory = absolute(mgr.directory)
     target = directory.with_name(directory.name + ".damaged") / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(directory / str(step)), str(target))
+    if jax.process_index() == 0:  # one mover on a shared file system; the others wait for it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(directory / str(step)), str(target))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"quarantine {directory} {step}")
     mgr.reload()
     return target
 

@@ -9,9 +9,11 @@ retrievals (`pipeline.retrieval_ablation`) is one training-data column, the tuni
 `pipeline.train_kind` ("text" = RAG-enhanced, "" = recent behaviour); `figure8(workdirs)` draws one or two
 runs' columns side by side.
 
-Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of every setting it
-depends on (its own and its inputs') and its summary. A stage whose marker matches is skipped; a changed
-setting reruns that stage and everything downstream of it. Inside a stage the work resumes too: the
+Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of everything it depends
+on (its settings and its inputs', the identity of the data files and of the LLM files it reads), the files
+its results rest on, and its summary. A stage whose marker matches and whose files still open is skipped; a
+changed setting or input file reruns that stage and everything downstream of it, a missing or damaged file
+reruns that stage. One run at a time holds the workdir (`locking`). Inside a stage the work resumes too: the
 retrieval artifacts are cached one by one, LoRA tuning restarts from its latest checkpoint, reasoning
 traces from the last finished sample. So a killed run, started again, continues where it stopped.
 """
@@ -150,7 +152,8 @@ class Pipeline:
         return mark["summary"]
 
     def _mark(self, stage: str, summary: dict, seconds: float) -> None:
-        files = sorted({_relative(pathlib.Path(p).resolve(), self.workdir) for p in self.stage_artifacts(stage, summary)})
+        files = sorted({_relative(pathlib.Path(p).resolve(), self.workdir)
+                        for p in self.stage_artifacts(stage, summary)})
         artifacts.atomic_write_json(self._marker(stage), {"fingerprint": self.fingerprints()[stage],
                                                           "seconds": seconds, "artifacts": files,
                                                           "summary": summary})
@@ -168,7 +171,8 @@ class Pipeline:
         if stage == "evaluate":
             files = [e["probabilities"] for e in summary.values()
                      if isinstance(e, Mapping) and isinstance(e.get("probabilities"), str)]
-            return [self.workdir / f for p in sorted(set(files)) for f in (p, str(pathlib.Path(p).with_suffix(".json")))]
+            return [self.workdir / f for p in sorted(set(files))
+                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))]
         if stage == "reasoning":
             root = pathlib.Path(summary["folder"]) / "reasoning"
             modes = tuple(self.config.reasoning.modes)
@@ -176,7 +180,8 @@ class Pipeline:
                 root / m / "traces.jsonl" for m in modes]
         if stage == "report":
             out = self.workdir / "report"
-            return [out / "results.md", out / "results.json"] + [pathlib.Path(p) for p in summary.get("figures", {}).values()]
+            figures = [pathlib.Path(p) for p in summary.get("figures", {}).values()]
+            return [out / "results.md", out / "results.json"] + figures
         return []  # deepfm: its summary is its result
 
     def run_stage(self, stage: str, fn: Callable[[], dict]) -> dict:

@@ -427,7 +427,8 @@ def test_a_changed_learning_rate_trains_afresh_as_a_new_run(tmp_path, tokenizer,
     assert any(np.abs(a - b).max() > 0 for a, b in zip(new_arrays, old_arrays))
     for a, b in zip(new_arrays, fresh_arrays):
         np.testing.assert_array_equal(a, b)
-    assert new["run_dir"] != old["run_dir"] and pathlib.Path(new["run_dir"]).parent == pathlib.Path(old["run_dir"]).parent
+    assert new["run_dir"] != old["run_dir"]
+    assert pathlib.Path(new["run_dir"]).parent == pathlib.Path(old["run_dir"]).parent
     assert ft.run_dir(new_config, tmp_path / "work") == pathlib.Path(new["run_dir"])
     losses = [[json.loads(x)["loss"] for x in (pathlib.Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
                if "loss" in json.loads(x)] for s in (new, fresh)]

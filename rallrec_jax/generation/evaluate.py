@@ -60,7 +60,8 @@ def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
 
         best = run_dir(config, workdir) / "best"  # the run of exactly this config (its folder is its identity)
         if not best.is_dir():
-            raise ValueError(f"no saved adapters under {best}: no LoRA run of this config; {other_runs(config, workdir)}")
+            raise ValueError(f"no saved adapters under {best}: no LoRA run of this config; "
+                             f"{other_runs(config, workdir)}")
         return best
     return checkpoint.absolute(adapters)
 
