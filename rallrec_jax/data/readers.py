@@ -3,9 +3,11 @@
 Each reader returns a `RawDataset`: the interactions as parallel numpy arrays of official ids, plus
 item and user tables of text fields. Readers check what the format promises and fail loudly, naming
 the file and the 1-based line, on anything else (truncated lines, non-numeric fields, unknown ids,
-undecodable bytes, empty or missing files). The one documented exception is Book-Crossing, whose
-official dump is known to be dirty: its bad rows are skipped and *counted* in `RawDataset.skipped`
-so the statistics show every row that did not make it.
+undecodable bytes, empty or missing files). The documented exceptions are skipped and *counted* in
+`RawDataset.skipped`: the Book-Crossing dump's known dirt, and the ratings a temporal data set cannot use
+(a negative timestamp; MovieLens: a repeated (user, item) rating). Every reader accounts for every row of
+every file it reads (`RawDataset.accounting`: rows = kept + each skip reason, checked), so the statistics
+show every row that did not make it, and why.
 """
 from __future__ import annotations
 
