@@ -4,12 +4,15 @@ Orbax saves asynchronously and fails on relative paths inside its background thr
 is resolved to an absolute path here and `save(..., wait=True)` blocks until the files are on disk.
 Only the LoRA adapters (`nnx.LoRAParam`) are saved for a tuned model: the base comes from its HF/GGUF file.
 
-Restores are verified: a step whose files no longer read back (a truncated or damaged file, a disk that filled
-up) is reported by path and moved aside into `<directory>.damaged/`, and the previous good step is used; a
-structure that does not match the target (another LoRA layout) is an error, never taken for damage.
+Restores are verified: every saved step gets a manifest (`<directory>.manifests/<step>.json`: each file's size
+and sha256); a step whose files no longer match it (a truncated or damaged file, a disk that filled up), or,
+without a manifest, no longer read back, is reported by path and moved aside into `<directory>.damaged/`, and
+the previous good step is used. A structure that does not match the target (another LoRA layout) is an error,
+never taken for damage.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -35,10 +38,50 @@ def manager(directory: str | os.PathLike, max_to_keep: int | None = 3) -> ocp.Ch
 
 
 def save(mgr: ocp.CheckpointManager, step: int, tree: Any, wait: bool = True) -> None:
-    """Saves a pytree (e.g. `nnx.to_pure_dict(state)`) at `step`; `wait` blocks until it is written."""
+    """Saves a pytree (e.g. `nnx.to_pure_dict(state)`) at `step`; `wait` blocks until it is written, then the
+    step's manifest (every file's size and sha256) is written, which later verifies it without orbax."""
     mgr.save(step, args=ocp.args.StandardSave(tree))
     if wait:
         mgr.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(mgr.directory, step)
+
+
+def _manifest_path(directory: str | os.PathLike, step: int) -> pathlib.Path:
+    path = absolute(directory)
+    return path.with_name(path.name + ".manifests") / f"{step}.json"
+
+
+def write_manifest(directory: str | os.PathLike, step: int) -> pathlib.Path:
+    """`<directory>.manifests/<step>.json`: the size and sha256 of every file of a finished step."""
+    from rallrec_jax import artifacts
+
+    root = absolute(directory) / str(step)
+    files = {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": artifacts.file_digest(p)}
+             for p in sorted(root.rglob("*")) if p.is_file()}
+    path = artifacts.atomic_write_json(_manifest_path(directory, step), {"step": step, "files": files})
+    for old in path.parent.glob("*.json"):  # the manifests of steps orbax has since deleted (max_to_keep)
+        if not (absolute(directory) / old.stem).is_dir():
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _manifest_damage(directory: str | os.PathLike, step: int) -> str | None:
+    """Why a step's files differ from its manifest (missing, cut short, changed), or None when they match."""
+    from rallrec_jax import artifacts
+
+    manifest = json.loads(_manifest_path(directory, step).read_text())
+    root = absolute(directory) / str(step)
+    for name, want in manifest["files"].items():
+        path = root / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"{path} holds {size} bytes, {want['size']} were written"
+        if artifacts.file_digest(path) != want["sha256"]:
+            return f"{path} differs from what was written (sha256)"
+    return None
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
@@ -76,12 +119,17 @@ def _read_whole(mgr: ocp.CheckpointManager, step: int) -> Any:
 
 
 def step_damage(mgr: ocp.CheckpointManager, step: int) -> str | None:
-    """Why `step` does not read back (its error, shortened), or None when every array does."""
+    """Why `step` cannot be trusted, or None: its files against its manifest where it has one, else (a step
+    saved without one) whether every array reads back."""
+    try:
+        return _manifest_damage(mgr.directory, step)
+    except (OSError, ValueError, KeyError):
+        pass  # no (readable) manifest: read the step back
     try:
         _read_whole(mgr, step)
     except Exception as exc:  # orbax/tensorstore raise ValueError, OSError, KeyError... for damaged files
         text = str(exc).split("[tensorstore_spec")[0].strip()
-        return f"{type(exc).__name__}: {text[:300]}"
+        return f"{type(exc).__name__}: {text[:240]}"
     return None
 
 
@@ -94,7 +142,7 @@ def damage(directory: str | os.PathLike) -> str | None:
         if step is None:
             return "no checkpoint step"
         reason = step_damage(mgr, step)
-        return None if reason is None else f"step {step} ({path / str(step)}): {reason}"
+        return None if reason is None else f"damaged: its newest step {step} does not read back ({reason})"
     finally:
         mgr.close()
 
