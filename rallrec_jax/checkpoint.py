@@ -3,14 +3,25 @@
 Orbax saves asynchronously and fails on relative paths inside its background thread, so every directory
 is resolved to an absolute path here and `save(..., wait=True)` blocks until the files are on disk.
 Only the LoRA adapters (`nnx.LoRAParam`) are saved for a tuned model: the base comes from its HF/GGUF file.
+
+Restores are verified: every saved step gets a manifest (`<directory>.manifests/<step>.json`: each file's size
+and sha256); a step whose files no longer match it (a truncated or damaged file, a disk that filled up), or,
+without a manifest, no longer read back, is reported by path and moved aside into `<directory>.damaged/`, and
+the previous good step is used. A structure that does not match the target (another LoRA layout) is an error,
+never taken for damage.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pathlib
+import shutil
+import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -27,10 +38,50 @@ def manager(directory: str | os.PathLike, max_to_keep: int | None = 3) -> ocp.Ch
 
 
 def save(mgr: ocp.CheckpointManager, step: int, tree: Any, wait: bool = True) -> None:
-    """Saves a pytree (e.g. `nnx.to_pure_dict(state)`) at `step`; `wait` blocks until it is written."""
+    """Saves a pytree (e.g. `nnx.to_pure_dict(state)`) at `step`; `wait` blocks until it is written, then the
+    step's manifest (every file's size and sha256) is written, which later verifies it without orbax."""
     mgr.save(step, args=ocp.args.StandardSave(tree))
     if wait:
         mgr.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(mgr.directory, step)
+
+
+def _manifest_path(directory: str | os.PathLike, step: int) -> pathlib.Path:
+    path = absolute(directory)
+    return path.with_name(path.name + ".manifests") / f"{step}.json"
+
+
+def write_manifest(directory: str | os.PathLike, step: int) -> pathlib.Path:
+    """`<directory>.manifests/<step>.json`: the size and sha256 of every file of a finished step."""
+    from rallrec_jax import artifacts
+
+    root = absolute(directory) / str(step)
+    files = {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": artifacts.file_digest(p)}
+             for p in sorted(root.rglob("*")) if p.is_file()}
+    path = artifacts.atomic_write_json(_manifest_path(directory, step), {"step": step, "files": files})
+    for old in path.parent.glob("*.json"):  # the manifests of steps orbax has since deleted (max_to_keep)
+        if not (absolute(directory) / old.stem).is_dir():
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _manifest_damage(directory: str | os.PathLike, step: int) -> str | None:
+    """Why a step's files differ from its manifest (missing, cut short, changed), or None when they match."""
+    from rallrec_jax import artifacts
+
+    manifest = json.loads(_manifest_path(directory, step).read_text())
+    root = absolute(directory) / str(step)
+    for name, want in manifest["files"].items():
+        path = root / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != want["size"]:
+            return f"{path} holds {size} bytes, {want['size']} were written"
+        if artifacts.file_digest(path) != want["sha256"]:
+            return f"{path} differs from what was written (sha256)"
+    return None
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
@@ -57,6 +108,81 @@ def restore(mgr: ocp.CheckpointManager, abstract_tree: Any, step: int | None = N
     return mgr.restore(step, args=ocp.args.StandardRestore(abstract))
 
 
+class DamagedCheckpointError(ValueError):
+    """No step of a checkpoint folder reads back; the message names the folder to delete."""
+
+
+def _read_whole(mgr: ocp.CheckpointManager, step: int) -> Any:
+    """Every array of `step`, read from disk as numpy (what a damaged file fails)."""
+    tree = mgr.restore(step, args=ocp.args.StandardRestore())
+    return jax.tree.map(lambda x: np.asarray(x), tree)
+
+
+def step_damage(mgr: ocp.CheckpointManager, step: int) -> str | None:
+    """Why `step` cannot be trusted, or None: its files against its manifest where it has one, else (a step
+    saved without one) whether every array reads back."""
+    try:
+        return _manifest_damage(mgr.directory, step)
+    except (OSError, ValueError, KeyError):
+        pass  # no (readable) manifest: read the step back
+    try:
+        _read_whole(mgr, step)
+    except Exception as exc:  # orbax/tensorstore raise ValueError, OSError, KeyError... for damaged files
+        text = str(exc).split("[tensorstore_spec")[0].strip()
+        return f"{type(exc).__name__}: {text[:240]}"
+    return None
+
+
+def damage(directory: str | os.PathLike) -> str | None:
+    """Why the newest step under `directory` cannot be trusted, or None when it reads back whole."""
+    path = absolute(directory)
+    mgr = ocp.CheckpointManager(path)
+    try:
+        step = mgr.latest_step()
+        if step is None:
+            return "no checkpoint step"
+        reason = step_damage(mgr, step)
+        return None if reason is None else f"damaged: its newest step {step} does not read back ({reason})"
+    finally:
+        mgr.close()
+
+
+def quarantine(mgr: ocp.CheckpointManager, step: int) -> pathlib.Path:
+    """Moves a damaged step folder to `<directory>.damaged/<step>-<time>` (kept for inspection); returns it."""
+    directory = absolute(mgr.directory)
+    target = directory.with_name(directory.name + ".damaged") / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:  # one mover on a shared file system; the others wait for it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(directory / str(step)), str(target))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"quarantine {directory} {step}")
+    mgr.reload()
+    return target
+
+
+def restore_newest_good(mgr: ocp.CheckpointManager, abstract_tree: Any) -> tuple[int, Any]:
+    """(step, tree) of the newest step that reads back, restored into `abstract_tree`'s structure.
+
+    Each newer damaged step is reported (a warning naming its folder) and moved aside so that the run can
+    write that step again. No step left: DamagedCheckpointError naming the folder to delete."""
+    directory = absolute(mgr.directory)
+    damaged = []
+    for step in sorted(mgr.all_steps(), reverse=True):
+        reason = step_damage(mgr, step)
+        if reason is None:
+            if damaged:
+                logging.warning("checkpoint: resuming from step %d under %s instead", step, directory)
+            return step, restore(mgr, abstract_tree, step)
+        moved = quarantine(mgr, step)
+        damaged.append(f"step {step}: {reason}")
+        logging.warning("checkpoint: %s is damaged (%s); moved it to %s", directory / str(step), reason, moved)
+    raise DamagedCheckpointError(
+        f"{directory}: no checkpoint step reads back ({'; '.join(damaged) or 'none left'}); the damaged steps "
+        f"are in {directory.with_name(directory.name + '.damaged')}. Delete {directory} to train from the start.")
+
+
 def save_model_state(directory: str | os.PathLike, step: int, model: nnx.Module,
                      variables: Any = nnx.Param, max_to_keep: int | None = 3) -> pathlib.Path:
     """Saves the model's `variables` (a filter: nnx.Param, nnx.LoRAParam, ...) at `step`; returns the folder."""
@@ -70,12 +196,17 @@ def save_model_state(directory: str | os.PathLike, step: int, model: nnx.Module,
 
 def restore_model_state(directory: str | os.PathLike, model: nnx.Module, variables: Any = nnx.Param,
                         step: int | None = None) -> int:
-    """Loads the saved `variables` into `model` in place (keeping their shardings); returns the step."""
+    """Loads the saved `variables` into `model` in place (keeping their shardings); returns the step.
+    Without `step`, the newest step that reads back."""
     mgr = manager(directory)
     try:
-        step = mgr.latest_step() if step is None else step
         state = nnx.state(model, variables)
-        restored = restore(mgr, nnx.to_pure_dict(state), step)
+        if step is None:  # the newest step that reads back (a damaged one is reported and moved aside)
+            if mgr.latest_step() is None:
+                raise ValueError(f"no checkpoint under {mgr.directory}")
+            step, restored = restore_newest_good(mgr, nnx.to_pure_dict(state))
+        else:
+            restored = restore(mgr, nnx.to_pure_dict(state), step)
     finally:
         mgr.close()
     nnx.replace_by_pure_dict(state, restored)

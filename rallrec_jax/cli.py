@@ -18,7 +18,7 @@ from typing import Any
 
 from absl import app, flags
 
-from rallrec_jax import console
+from rallrec_jax import console, locking, settings
 
 # Without torch (the default install) transformers advises at import that its PyTorch models are unavailable;
 # none is used here, so that line would only mislead on the terminal.
@@ -53,7 +53,9 @@ def print_json(summary: Any) -> None:
 
 
 def _run(main: Callable[[Sequence[str]], None], argv: Sequence[str] | None) -> None:
-    app.run(main, argv=None if argv is None else list(argv))
+    # settings.parse_flags: a bad `--config.<field>=` override or an out-of-range value is one line naming the
+    # field and the fix (exit 2), not absl's chained tracebacks.
+    app.run(main, argv=None if argv is None else list(argv), flags_parser=settings.parse_flags)
 
 
 def stage_main(name: str, fn: Callable[[Any, str], None], argv: Sequence[str] | None = None) -> None:
@@ -63,7 +65,8 @@ def stage_main(name: str, fn: Callable[[Any, str], None], argv: Sequence[str] | 
     def main(argv):
         del argv
         workdir = common.start(name)
-        fn(common.config.value, workdir)
+        with locking.workdir_lock(workdir):  # one run per workdir
+            fn(common.config.value, workdir)
 
     _run(main, argv)
 
@@ -96,7 +99,8 @@ def prepare_data(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.data import ctr, prepare
 
         workdir = common.start("prepare_data")
-        data = prepare.prepare_data(common.config.value.data, workdir, force=force.value)
+        with locking.workdir_lock(workdir):
+            data = prepare.prepare_data(common.config.value.data, workdir, force=force.value)
         print(ctr.format_statistics(data.statistics()))
         print(f"prepared: {prepare.prepared_dir(common.config.value.data, workdir)}")
 
@@ -144,7 +148,14 @@ def finetune(argv: Sequence[str] | None = None) -> None:
         workdir = common.start(f"finetune-p{process_id.value}" if many else "finetune")
         if many:
             parallel.initialize_distributed(coordinator.value, num_processes.value, process_id.value)
-        print_json(finetune_lib.finetune(common.config.value, workdir))
+        import contextlib
+
+        import jax
+
+        # Process 0 holds the workdir's lock for a multi-host run.
+        with locking.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+            summary = finetune_lib.finetune(common.config.value, workdir)
+        print_json(summary)
 
     _run(main, argv)
 
@@ -162,7 +173,8 @@ def evaluate(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.generation import evaluate as evaluate_lib
 
         workdir = common.start("evaluate")
-        result = evaluate_lib.evaluate(common.config.value, workdir, adapters.value, num_rows=rows.value)
+        with locking.workdir_lock(workdir):
+            result = evaluate_lib.evaluate(common.config.value, workdir, adapters.value, num_rows=rows.value)
         print_json({k: v for k, v in result.items() if k not in ("probabilities", "labels")})
 
     _run(main, argv)

@@ -9,16 +9,18 @@ retrievals (`pipeline.retrieval_ablation`) is one training-data column, the tuni
 `pipeline.train_kind` ("text" = RAG-enhanced, "" = recent behaviour); `figure8(workdirs)` draws one or two
 runs' columns side by side.
 
-Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of every setting it
-depends on (its own and its inputs') and its summary. A stage whose marker matches is skipped; a changed
-setting reruns that stage and everything downstream of it. Inside a stage the work resumes too: the
+Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of everything it depends
+on (its settings and its inputs', the identity of the data files and of the LLM files it reads), the files
+its results rest on, and its summary. A stage whose marker matches and whose files still open is skipped; a
+changed setting or input file reruns that stage and everything downstream of it, a missing or damaged file
+reruns that stage. One run at a time holds the workdir (`locking`). Inside a stage the work resumes too: the
 retrieval artifacts are cached one by one, LoRA tuning restarts from its latest checkpoint, reasoning
 traces from the last finished sample. So a killed run, started again, continues where it stopped.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from rallrec_jax import metrics, report
+from rallrec_jax import artifacts, locking, metrics, report, settings
 from rallrec_jax.data import ctr, features, prepare, sampling
 from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
@@ -40,15 +42,8 @@ from rallrec_jax.retrieval import stage as retrieval_stage
 STAGES = ("data", "retrieval", "deepfm", "finetune", "evaluate", "reasoning", "report")
 
 
-def _plain(obj):
-    if isinstance(obj, ml_collections.ConfigDict):
-        return obj.to_dict()
-    return obj
-
-
 def _fingerprint(*parts) -> str:
-    blob = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return artifacts.fingerprint(list(parts))  # a list even of one part: the values markers hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,24 +109,47 @@ class Pipeline:
         self._stage: retrieval_stage.RetrievalStage | None = None
         self._sample: sampling.EvalSample | None = None
         self._loaded_models = None
+        self._fingerprints: dict[str, str] | None = None
 
     # ---- bookkeeping --------------------------------------------------------------------------
     def fingerprints(self) -> dict[str, str]:
-        c = self.config
-        fp = {"data": _fingerprint(c.data)}
-        sample = sampling.sample_settings(c)  # which test rows every table row is scored on
-        fp["retrieval"] = _fingerprint(fp["data"], c.retrieval, c.eval_size, sample)
-        fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"), c.evaluate.k_history)
-        fp["finetune"] = _fingerprint(fp["retrieval"], c.model, c.lora, c.finetune, c.pipeline.train_kind)
-        fp["evaluate"] = _fingerprint(fp["finetune"], c.evaluate, c.pipeline)
-        fp["reasoning"] = _fingerprint(fp["evaluate"], c.get("reasoning"))
-        fp["report"] = _fingerprint(*(fp[s] for s in STAGES if s != "report"), c.get("bootstrap"))
-        return fp
+        """Per stage, the fingerprint of everything its output depends on: its settings, the identity of the files
+        it reads (data files; the model and tokenizer files of each LLM role) and its inputs' fingerprints.
+        Computed once per Pipeline object (it hashes the small input files)."""
+        if self._fingerprints is None:
+            c = self.config
+            reasoning = c.get("reasoning")
+            fp = {"data": _fingerprint(prepare.input_identity(c.data))}
+            sample = sampling.sample_settings(c)  # which test rows every table row is scored on
+            fp["retrieval"] = _fingerprint(fp["data"], c.retrieval, c.eval_size, sample,
+                                           artifacts.model_identity(c.retrieval.llm_path))
+            fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"),
+                                        c.evaluate.k_history)
+            fp["finetune"] = _fingerprint(fp["retrieval"], finetune_lib.run_identity(c, self._tuning_identity(fp)),
+                                          c.pipeline.train_kind)
+            fp["evaluate"] = _fingerprint(fp["finetune"], c.evaluate, c.pipeline)
+            fp["reasoning"] = _fingerprint(fp["evaluate"], reasoning, reasoning and {
+                "llm_files": artifacts.model_identity(reasoning.llm_path),
+                "tokenizer_files": artifacts.model_identity(reasoning.tokenizer) if reasoning.tokenizer else None})
+            fp["report"] = _fingerprint(*(fp[s] for s in STAGES if s != "report"), c.get("bootstrap"))
+            self._fingerprints = fp
+        return self._fingerprints
+
+    def _tuning_identity(self, fp: Mapping[str, str]) -> dict:
+        """What the tuning prompts' histories depend on beyond the finetune settings (`finetune.run_identity`)."""
+        kind = self.config.pipeline.train_kind
+        return {"train_kind": kind, "retrieval": fp["retrieval"] if kind else None}
+
+    def finetune_dir(self) -> pathlib.Path:
+        """This run's LoRA folder (keyed by everything the adapters depend on; see `finetune.run_dir`)."""
+        return finetune_lib.run_dir(self.config, self.workdir, self._tuning_identity(self.fingerprints()))
 
     def _marker(self, stage: str) -> pathlib.Path:
         return self.marks / f"{stage}.json"
 
     def done(self, stage: str) -> dict | None:
+        """The stage's summary when its marker matches the fingerprint and every artifact it lists still opens;
+        None (run it) otherwise. A missing or damaged artifact is reported, never trusted."""
         path = self._marker(stage)
         if not path.is_file():
             return None
@@ -139,13 +157,50 @@ class Pipeline:
             mark = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None
-        return mark["summary"] if mark.get("fingerprint") == self.fingerprints()[stage] else None
+        if mark.get("fingerprint") != self.fingerprints()[stage]:
+            return None
+        if "artifacts" not in mark:  # a marker from before markers listed their files: check by running
+            return None
+        damaged = artifacts.first_unreadable(self.workdir / p for p in mark["artifacts"])
+        if damaged is not None:
+            self.progress(f"[{stage}] {damaged[0]} is {damaged[1]}: running the stage again")
+            return None
+        return mark["summary"]
 
     def _mark(self, stage: str, summary: dict, seconds: float) -> None:
-        tmp = self._marker(stage).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprints()[stage], "seconds": seconds,
-                                   "summary": summary}, indent=1, default=str))
-        os.replace(tmp, self._marker(stage))
+        files = sorted({_relative(pathlib.Path(p).resolve(), self.workdir)
+                        for p in self.stage_artifacts(stage, summary)})
+        artifacts.atomic_write_json(self._marker(stage), {"fingerprint": self.fingerprints()[stage],
+                                                          "seconds": seconds, "artifacts": files,
+                                                          "summary": summary})
+
+    def stage_artifacts(self, stage: str, summary: Mapping) -> list[pathlib.Path]:
+        """The files (and checkpoint folders) a finished stage's results rest on; `done()` checks they open."""
+        if stage == "data":
+            folder = prepare.prepared_dir(self.config.data, self.workdir)
+            return [folder / name for name in prepare.OUTPUTS]
+        if stage == "retrieval":
+            return sorted(self.retrieval.artifacts)
+        if stage == "finetune":
+            run = pathlib.Path(summary.get("run_dir") or self.finetune_dir())
+            return [run / "result.json", run / "checkpoints"] + ([run / "best"] if summary.get("best_adapters") else [])
+        if stage == "evaluate":
+            files = [e["probabilities"] for e in summary.values()
+                     if isinstance(e, Mapping) and isinstance(e.get("probabilities"), str)]
+            return [self.workdir / f for p in sorted(set(files))
+                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))]
+        if stage == "reasoning":
+            root = pathlib.Path(summary["folder"]) / "reasoning"
+            modes = tuple(self.config.reasoning.modes)
+            return [root / "general.json", root / "general.npy", root / "results.json"] + [
+                root / m / "traces.jsonl" for m in modes]
+        if stage == "report":
+            out = self.workdir / "report"
+            figures = [pathlib.Path(p) for p in summary.get("figures", {}).values()]
+            return [out / "results.md", out / "results.json"] + figures
+        if stage == "deepfm":  # the per-row P of DeepFM and the baselines, for the report's intervals
+            return [self.workdir / summary.get("probabilities", "deepfm/predictions.npz")]
+        return []
 
     def run_stage(self, stage: str, fn: Callable[[], dict]) -> dict:
         summary = self.done(stage)
@@ -231,11 +286,8 @@ class Pipeline:
         fit = baselines_lib.fit_baselines(self.data, self.config.evaluate.k_history, b["item_prior"], b["l2"])
         probs.update(baselines_lib.predict_baselines(fit, self.data, sample.split, rows))
         labels = table.labels["test"][rows]
-        out = self.workdir / "deepfm"
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".predictions.tmp.npz"
-        np.savez(tmp, row_ids=rows, **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
-        os.replace(tmp, out / "predictions.npz")
+        artifacts.atomic_save_npz(self.workdir / "deepfm" / "predictions.npz", row_ids=rows,
+                                  **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
         return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
                 "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
                 "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
@@ -257,7 +309,7 @@ class Pipeline:
 
     def stage_finetune(self) -> dict:
         return finetune_lib.finetune(self.config, self.workdir, histories=self._training_histories(),
-                                     data=self.data)
+                                     data=self.data, identity=self._tuning_identity(self.fingerprints()))
 
     def _models(self):
         """(zero-shot base, tuned model with the best adapters merged, tokenizer), loaded once per run."""
@@ -267,7 +319,7 @@ class Pipeline:
             base, tokenizer = finetune_lib.load_base(self.config)
             tuned = nnx.clone(base)
             evaluate_lib.attach_adapters(tuned, finetune_lib.lora_config(self.config.lora),
-                                         evaluate_lib.adapters_dir(self.config, self.workdir, "best"))
+                                         self.finetune_dir() / "best")
             self._loaded_models = (base, tuned, tokenizer)
         return self._loaded_models
 
@@ -328,18 +380,26 @@ class Pipeline:
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None) -> dict:
+        """Runs the `stages` (default: all) in order, holding the workdir's lock (one run per workdir)."""
         wanted = list(stages or STAGES)
         unknown = [s for s in wanted if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown pipeline stages {unknown}; known: {STAGES}")
-        steps = {"data": self.stage_data, "retrieval": self.stage_retrieval, "deepfm": self.stage_deepfm,
-                 "finetune": self.stage_finetune, "evaluate": self.stage_evaluate,
-                 "reasoning": self.stage_reasoning}
-        for stage in STAGES:
-            if stage in wanted and stage in steps:
-                self.results[stage] = self.run_stage(stage, steps[stage])
-        if "report" in wanted:
-            self.results["report"] = self.run_stage("report", self.stage_report)
+        settings.check_config(self.config)
+        import jax
+
+        # Process 0 holds it for a multi-host run (the other processes write nothing of their own).
+        lock = locking.workdir_lock(self.workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+        with lock:
+            self._fingerprints = None  # what the files are now that this run owns the workdir
+            steps = {"data": self.stage_data, "retrieval": self.stage_retrieval, "deepfm": self.stage_deepfm,
+                     "finetune": self.stage_finetune, "evaluate": self.stage_evaluate,
+                     "reasoning": self.stage_reasoning}
+            for stage in STAGES:
+                if stage in wanted and stage in steps:
+                    self.results[stage] = self.run_stage(stage, steps[stage])
+            if "report" in wanted:
+                self.results["report"] = self.run_stage("report", self.stage_report)
         return self.results
 
     def stage_report(self) -> dict:
@@ -355,11 +415,17 @@ class Pipeline:
             table["figures"] = {"figure8": analysis.save_figure(figure8_numbers([table]),
                                                                 str(out / "figure8.png"))[0]}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+            artifacts.atomic_write_text(out / name, text)
         self.progress("\n" + table["markdown"])
         return table
+
+
+def _relative(path: pathlib.Path, root: pathlib.Path) -> str:
+    """`path` relative to the workdir (markers stay valid when a workdir is moved), absolute if outside it."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def example_trace(workdir: str | os.PathLike, mode: str = "hint") -> dict | None:

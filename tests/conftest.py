@@ -23,3 +23,11 @@ def shared_data() -> pathlib.Path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end or real-data tests (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> pathlib.Path:
+    """The tiny random Llama of tests/tiny_llm.py (configs/test.py:tiny reads it from $RALLREC_TINY_LLM)."""
+    from tests.tiny_llm import make_tiny_llm
+
+    return make_tiny_llm(tmp_path_factory.mktemp("tiny") / "llm")

@@ -96,7 +96,7 @@ def test_tuned_adapters_are_loaded_and_merged(tmp_path, tokenizer, data):
     assert tuned["adapter_step"] == summary["best_step"]
     # Reference: the same adapters restored into an unmerged LoRA model, each prompt run alone.
     model = lora_lib.apply_lora(create_model(WIDE, seed=0), ft.lora_config(config.lora), rngs=nnx.Rngs(7))
-    checkpoint.restore_adapters(tmp_path / "finetune" / "simple" / "best", model)
+    checkpoint.restore_adapters(ft.run_dir(config, tmp_path) / "best", model)
     logits = reference_last_logits(model, data, tokenizer, config, ROWS)
     yes, no = tok_lib.yes_no_ids(tokenizer)
     want = 1.0 / (1.0 + np.exp(-(logits[:, yes] - logits[:, no])))

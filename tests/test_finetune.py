@@ -2,9 +2,11 @@
 NaN stop, validation-only early stopping. Tiny random decoders; real Amazon-magazine data (configs/test.py)."""
 import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -356,3 +358,99 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
     assert len(set(users.tolist())) == min(len(users), len(set(data.samples["validation"]["user"].tolist())))
     assert summary["validation_sample"]["rows"] == config.finetune.eval_size
     assert summary["finished"] and math.isfinite(summary["last_eval"]["eval_loss"])
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints, changed settings
+def _run_checkpointed(run_dir, steps, stop_at=None, lr=5e-4):
+    model = lora_model(SMALL)
+    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5,
+                                                 learning_rate=lr), steps,
+                         parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
+    loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=1, patience=0, progress=False)
+    summary = ft.train_loop(trainer, synthetic_examples(20), synthetic_examples(8, seed=9), loop, run_dir,
+                            pad_id=0, stop_at=stop_at, identity={"what": "test"})
+    return summary, model
+
+
+def _truncate_step(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files
+    for p in files:
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_the_previous_one_resumed(tmp_path, caplog):
+    whole, m_whole = _run_checkpointed(tmp_path / "a", 6)
+    first, _ = _run_checkpointed(tmp_path / "b", 6, stop_at=4)
+    assert checkpoint.latest_step(tmp_path / "b" / "checkpoints") == 4
+    _truncate_step(tmp_path / "b" / "checkpoints" / "4")
+    with caplog.at_level("WARNING"):
+        second, m_resumed = _run_checkpointed(tmp_path / "b", 6)
+    assert f"{tmp_path / 'b' / 'checkpoints' / '4'} is damaged" in caplog.text
+    assert "resuming from step 3" in caplog.text
+    assert [p.name.split("-")[0] for p in (tmp_path / "b" / "checkpoints.damaged").iterdir()] == ["4"]
+    assert second["finished"] and second["best_step"] == whole["best_step"]
+    for a, b in zip(lora_arrays(m_whole), lora_arrays(m_resumed)):
+        np.testing.assert_array_equal(a, b)
+    ma, mb = lora_model(SMALL), lora_model(SMALL)
+    assert checkpoint.restore_adapters(tmp_path / "a" / "best", ma) == checkpoint.restore_adapters(
+        tmp_path / "b" / "best", mb) == whole["best_step"]
+    for a, b in zip(lora_arrays(ma), lora_arrays(mb)):
+        np.testing.assert_array_equal(a, b)
+    # Nothing left to resume from: an error naming the folder to delete, never a traceback from the zarr driver.
+    for step in checkpoint.manager(tmp_path / "b" / "checkpoints").all_steps():
+        _truncate_step(tmp_path / "b" / "checkpoints" / str(step))
+    assert "step 6" in checkpoint.damage(tmp_path / "b" / "checkpoints")
+    with pytest.raises(checkpoint.DamagedCheckpointError, match=r"no checkpoint step reads back .* Delete .*"):
+        _run_checkpointed(tmp_path / "b", 6)
+
+
+def test_a_resume_with_another_setting_is_refused_naming_it(tmp_path):
+    _run_checkpointed(tmp_path / "run", 4, stop_at=2)
+    with pytest.raises(ValueError, match=r"settings\.learning_rate: 0\.0005 -> 0\.05"):
+        _run_checkpointed(tmp_path / "run", 4, lr=0.05)
+    (tmp_path / "run" / "identity.json").unlink()
+    with pytest.raises(ValueError, match="identity.json, the record of what they were trained with, is missing"):
+        _run_checkpointed(tmp_path / "run", 4)
+
+
+@pytest.mark.slow
+def test_a_changed_learning_rate_trains_afresh_as_a_new_run(tmp_path, tokenizer, data):
+    """Issue 12.1: the same workdir with another learning rate must train (in its own run folder), giving the
+    adapters a fresh run with that rate gives, not resume the finished run of the old rate."""
+    def tune(workdir, lr):
+        config = configs.test.get_config()
+        config.finetune.max_steps = 3
+        config.finetune.train_size = 16
+        config.finetune.eval_size = 8
+        config.finetune.effective_batch = 8
+        config.finetune.learning_rate = lr
+        model = create_model(WIDE, seed=0)
+        summary = ft.finetune(config, workdir, data=data, model=model, tokenizer=tokenizer,
+                              mesh=parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+        return summary, lora_arrays(model), config
+
+    old, old_arrays, old_config = tune(tmp_path / "work", 5e-4)
+    new, new_arrays, new_config = tune(tmp_path / "work", 5e-2)
+    fresh, fresh_arrays, _ = tune(tmp_path / "fresh", 5e-2)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(new_arrays, old_arrays))
+    for a, b in zip(new_arrays, fresh_arrays):
+        np.testing.assert_array_equal(a, b)
+    assert new["run_dir"] != old["run_dir"]
+    assert pathlib.Path(new["run_dir"]).parent == pathlib.Path(old["run_dir"]).parent
+    assert ft.run_dir(new_config, tmp_path / "work") == pathlib.Path(new["run_dir"])
+    losses = [[json.loads(x)["loss"] for x in (pathlib.Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+               if "loss" in json.loads(x)] for s in (new, fresh)]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]  # all three steps trained, as the fresh run's
+    from rallrec_jax.generation import evaluate as ev
+
+    assert ev.adapters_dir(new_config, tmp_path / "work", "best") == pathlib.Path(new["run_dir"]) / "best"
+    other = ml_collections.ConfigDict(new_config.to_dict())
+    other.finetune.learning_rate = 0.01
+    with pytest.raises(ValueError, match=r"no LoRA run of this config; the runs under .* differ from this config: "
+                                         r".*\(finetune\.learning_rate: 0\.05 -> 0\.01\)"):
+        ev.adapters_dir(other, tmp_path / "work", "best")
+    again, again_arrays, _ = tune(tmp_path / "work", 5e-4)  # back to the old rate: its finished run is reused
+    assert again["run_dir"] == old["run_dir"] and again["steps"] == 3
+    for a, b in zip(again_arrays, old_arrays):
+        np.testing.assert_array_equal(a, b)

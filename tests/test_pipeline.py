@@ -4,6 +4,7 @@ the config asks for, one evaluation per distinct scoring, and the Fig. 8 table a
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,12 +39,12 @@ def _cmd(workdir):
 @pytest.mark.slow
 def test_killed_during_tuning_resumes_without_redoing(tiny_env, tmp_path):
     workdir = tmp_path / "work"
-    ckpts = workdir / "finetune" / "simple" / "checkpoints"
+    runs = workdir / "finetune" / "simple"  # one folder per run identity below it
     proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=tiny_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     deadline = time.time() + 900
     while time.time() < deadline and proc.poll() is None:
-        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+        if runs.is_dir() and any(p.name.isdigit() for p in runs.glob("*/checkpoints/*")):
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"the run ended before tuning was interrupted:\n{proc.stdout.read()[-3000:]}"
@@ -296,3 +297,129 @@ def test_rows_can_be_chosen_by_name():
     config.pipeline.rows = ("RALLRec", "Nope")
     with pytest.raises(ValueError, match=r"pipeline.rows names \['Nope'\]"):
         pipeline.evaluation_rows(config)
+
+
+# ----------------------------------------------------------------------------- what a stage's identity covers
+
+
+def _movielens_files(folder: pathlib.Path) -> pathlib.Path:
+    folder.mkdir()
+    (folder / "movies.dat").write_text("".join(f"{m}::Movie {m} (1999)::Drama\n" for m in range(1, 10)))
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (folder / "ratings.dat").write_text("".join(f"{u}::{m}::{1 + (u + m) % 5}::{1000 * u + m}\n"
+                                                for u in (1, 2) for m in range(1, 9)))
+    return folder
+
+
+def _data_config(data_dir):
+    config = movielens_config.get_config()
+    config.data.data_dir = str(data_dir)
+    config.data.build_tfds = False
+    config.data.min_history = 2
+    return config
+
+
+def test_a_fixed_data_file_or_a_deleted_output_reruns_the_data_stage(tmp_path):
+    src = _movielens_files(tmp_path / "ml")
+    config = _data_config(src)
+    log = []
+    pipeline.Pipeline(config, tmp_path / "work", progress=log.append).run(["data"])
+    pipeline.Pipeline(config, tmp_path / "work", progress=log.append).run(["data"])
+    assert log == ["[data] running", log[1], "[data] up to date, skipped"]
+    # A data file fixed in place (same size: only its content differs) is another input.
+    text = (src / "ratings.dat").read_text()
+    (src / "ratings.dat").write_text(text.replace("1::3::5::1003\n", "1::3::2::1003\n"))
+    run = pipeline.Pipeline(config, tmp_path / "work", progress=log.append)
+    assert run.done("data") is None
+    stats = run.run(["data"])["data"]
+    assert log[-2] == "[data] running" and stats["samples"] == 12
+    assert json.loads((tmp_path / "work" / "data" / "movielens-1m" / "statistics.json").read_text())[
+        "accounting"]["ratings"]["rows"] == 16
+    # The prepared arrays deleted, the marker kept: the stage runs again (and so does preparation).
+    (tmp_path / "work" / "data" / "movielens-1m" / "ctr.npz").unlink()
+    log.clear()
+    pipeline.Pipeline(config, tmp_path / "work", progress=log.append).run(["data"])
+    assert log[0].startswith("[data] ") and log[0].endswith("ctr.npz is missing: running the stage again")
+    assert log[1] == "[data] running"
+    assert (tmp_path / "work" / "data" / "movielens-1m" / "ctr.npz").is_file()
+    mark = json.loads((tmp_path / "work" / "pipeline" / "data.json").read_text())
+    assert "data/movielens-1m/ctr.npz" in mark["artifacts"]
+
+
+def test_fingerprints_cover_the_model_files(tmp_path, tiny_llm):
+    model = tmp_path / "llm"
+    model.mkdir()
+    for f in tiny_llm.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    config = test_config.get_config()
+    config.model.path = config.retrieval.llm_path = config.reasoning.llm_path = str(model)
+    before = pipeline.Pipeline(config, tmp_path / "work").fingerprints()
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["rms_norm_eps"] = 1e-6  # another model at the same path
+    (model / "config.json").write_text(json.dumps(cfg))
+    after = pipeline.Pipeline(config, tmp_path / "work").fingerprints()
+    assert before["data"] == after["data"] and before["deepfm"] == after["deepfm"]
+    assert all(before[s] != after[s] for s in ("retrieval", "finetune", "evaluate", "reasoning", "report"))
+
+
+def test_a_finished_stage_whose_checkpoint_is_damaged_is_run_again(tmp_path):
+    """Issue 12.4/12.5: markers list their artifacts and done() opens them; a damaged one reruns the stage."""
+    from flax import nnx
+
+    from rallrec_jax import checkpoint
+    from rallrec_jax.llm.config import LlmConfig
+    from rallrec_jax.llm.model import create_model
+
+    cfg = LlmConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                    head_dim=8, tie_word_embeddings=True)
+    run = pipeline.Pipeline(_config(), tmp_path / "work", progress=lambda msg: None)
+    run._fingerprints = {s: "fp" for s in pipeline.STAGES}
+    folder = tmp_path / "work" / "finetune" / "simple" / "abc"
+    calls = []
+
+    def fake_finetune():
+        calls.append(1)
+        for step in (1, 2):
+            checkpoint.save_model_state(folder / "checkpoints", step, create_model(cfg, seed=step), nnx.Param)
+        checkpoint.save_model_state(folder / "best", 2, create_model(cfg, seed=2), nnx.Param)
+        (folder / "result.json").write_text(json.dumps({"steps": 2}))
+        return {"run_dir": str(folder), "best_adapters": str(folder / "best")}
+
+    run.run_stage("finetune", fake_finetune)
+    run.run_stage("finetune", fake_finetune)
+    assert len(calls) == 1
+    for f in (folder / "checkpoints" / "2").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[:10])
+    assert run.done("finetune") is None
+    shutil.rmtree(folder / "checkpoints")
+    run.run_stage("finetune", fake_finetune)
+    assert len(calls) == 2 and run.done("finetune") is not None
+    mark = json.loads((tmp_path / "work" / "pipeline" / "finetune.json").read_text())
+    assert mark["artifacts"] == ["finetune/simple/abc/best", "finetune/simple/abc/checkpoints",
+                                 "finetune/simple/abc/result.json"]
+
+
+@pytest.mark.slow
+def test_a_changed_learning_rate_reruns_tuning_in_a_finished_workdir(tiny_env, tmp_path):
+    """Issue 12.1 through the pipeline binary: another finetune.learning_rate on a finished workdir trains (no
+    "resumed from step"), exactly as a fresh workdir with that rate does."""
+    def run(workdir, *extra):
+        cmd = [sys.executable, str(ROOT / "experiments" / "pipeline.py"), "--config", "configs/test.py:tiny",
+               "--workdir", str(workdir), "--stages=data,finetune", "--config.pipeline.train_kind="] + list(extra)
+        proc = subprocess.run(cmd, cwd=ROOT, env=tiny_env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    run(tmp_path / "work")
+    changed = run(tmp_path / "work", "--config.finetune.learning_rate=0.05")
+    assert "[finetune] running" in changed.stdout and "resumed from step" not in changed.stderr
+    fresh = run(tmp_path / "fresh", "--config.finetune.learning_rate=0.05")
+    summaries = [json.loads((w / "pipeline" / "finetune.json").read_text())["summary"]
+                 for w in (tmp_path / "work", tmp_path / "fresh")]
+    losses = [[json.loads(x)["loss"] for x in (pathlib.Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+               if "loss" in json.loads(x)] for s in summaries]
+    assert losses[0] and losses[0] == losses[1]
+    assert summaries[0]["last_eval"] == summaries[1]["last_eval"]
+    assert "resumed from step" not in fresh.stderr
+    assert len(list((tmp_path / "work" / "finetune" / "simple").iterdir())) == 2  # both rates' runs are kept

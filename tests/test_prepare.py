@@ -5,8 +5,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from configs import movielens as movielens_config
 from configs import test as test_config
 from rallrec_jax.data import ctr, prepare
 
@@ -63,3 +65,60 @@ def test_quickstart_main_job(tmp_path):
     # 100,000 ratings, 943 users with 20+ each: the first five of each user are history only.
     assert stats["samples"] == 100_000 - 5 * 943
     assert stats["users"] == 943 and stats["items"] == 1_682
+
+
+def _movielens_dir(folder: pathlib.Path) -> pathlib.Path:
+    """Users 1 and 2 with 8 ratings each, in the MovieLens-1M layout."""
+    folder.mkdir()
+    (folder / "movies.dat").write_text("".join(f"{m}::Movie {m} (1999)::Drama\n" for m in range(1, 10)))
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (folder / "ratings.dat").write_text("".join(f"{u}::{m}::{1 + (u + m) % 5}::{1000 * u + m}\n"
+                                                for u in (1, 2) for m in range(1, 9)))
+    return folder
+
+
+def _movielens_config(data_dir):
+    config = movielens_config.get_config().data
+    config.data_dir = str(data_dir)
+    config.build_tfds = False
+    config.min_history = 2
+    return config
+
+
+def test_a_fixed_data_file_prepares_the_data_again(tmp_path):
+    src = _movielens_dir(tmp_path / "ml")
+    config = _movielens_config(src)
+    first = prepare.prepare_data(config, tmp_path / "work")
+    assert prepare.prepare_data(config, tmp_path / "work").fingerprint() == first.fingerprint()  # reused
+    # Fix one rating in place: the same size, so only the content tells the two files apart.
+    text = (src / "ratings.dat").read_text()
+    assert "1::3::5::1003\n" in text
+    (src / "ratings.dat").write_text(text.replace("1::3::5::1003\n", "1::3::2::1003\n"))
+    again = prepare.prepare_data(config, tmp_path / "work")
+    assert again.fingerprint() != first.fingerprint()
+    user = int(np.flatnonzero(again.user_ids == "1")[0])
+    seq = again.seq_rating[again.seq_offsets[user]:again.seq_offsets[user + 1]]
+    assert seq[2] == 2 and first.seq_rating[first.seq_offsets[user] + 2] == 5  # movie 3: user 1's third rating
+    stats = json.loads((tmp_path / "work" / "data" / "movielens-1m" / "statistics.json").read_text())
+    assert stats["accounting"]["ratings"] == {"file": str(src / "ratings.dat"), "rows": 16, "kept": 16,
+                                              "skipped": {}, "noted": {}}
+
+
+def test_a_deleted_output_is_prepared_again_not_trusted(tmp_path):
+    config = _movielens_config(_movielens_dir(tmp_path / "ml"))
+    first = prepare.prepare_data(config, tmp_path / "work")
+    out = prepare.prepared_dir(config, tmp_path / "work")
+    (out / "ctr.npz").unlink()  # its stamp (config.json) is kept
+    again = prepare.prepare_data(config, tmp_path / "work")
+    assert (out / "ctr.npz").is_file() and again.fingerprint() == first.fingerprint()
+    (out / "ctr.npz").write_bytes((out / "ctr.npz").read_bytes()[:100])  # truncated
+    assert prepare.prepare_data(config, tmp_path / "work").fingerprint() == first.fingerprint()
+    proc = _run("--config", "configs/movielens.py", "--workdir", str(tmp_path / "work"),
+                f"--config.data.data_dir={tmp_path / 'ml'}", "--config.data.build_tfds=False",
+                "--config.data.min_history=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (out / "ctr.npz").unlink()
+    proc = _run("--config", "configs/movielens.py", "--workdir", str(tmp_path / "work"),
+                f"--config.data.data_dir={tmp_path / 'ml'}", "--config.data.build_tfds=False",
+                "--config.data.min_history=2")
+    assert proc.returncode == 0 and "preparing the data set again" in proc.stderr, proc.stderr[-2000:]

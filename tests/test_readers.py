@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rallrec_jax import assets
-from rallrec_jax.data import readers
+from rallrec_jax.data import ctr, readers
 from rallrec_jax.data.readers import DataFormatError
 
 
@@ -211,3 +211,124 @@ def test_bookcrossing_known_dirt_is_counted(shared_data, tmp_path):
     assert bx.skipped["ratings: ISBN not 10 alphanumerics"] == 1
     assert bx.skipped["ratings: ISBN absent from BX-Books.csv"] == 1
     assert bx.num_interactions + sum(v for k, v in bx.skipped.items() if k.startswith("ratings")) == 230_936
+
+
+# ---- defects found by hand (issue 12): each parsed right or skipped and counted, every row accounted for ---
+
+BX_BOOKS_HEADER = '"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S";"Image-URL-M";' \
+                  '"Image-URL-L"'
+
+
+def _book(isbn, title, author="An Author", year="2001", tail='"";"";""'):
+    return f'"{isbn}";"{title}";"{author}";"{year}";"A Publisher";{tail}'
+
+
+def _write_bx(folder: pathlib.Path, books: list, ratings: list, books_bytes: bytes | None = None) -> pathlib.Path:
+    """A small BX-CSV-Dump: the books lines given (or raw bytes), users 1..3, and the rating lines given."""
+    folder.mkdir()
+    (folder / "BX-Books.csv").write_bytes(books_bytes or ("\n".join([BX_BOOKS_HEADER] + books) + "\n").encode())
+    (folder / "BX-Users.csv").write_text('"User-ID";"Location";"Age"\n"1";"x, y, usa";"30"\n"2";"a, b, uk";NULL\n'
+                                         '"3";"c, d, spain";"14"""\n')
+    (folder / "BX-Book-Ratings.csv").write_text("\n".join(['"User-ID";"ISBN";"Book-Rating"'] + ratings) + "\n")
+    return folder
+
+
+def _accounted(raw: readers.RawDataset, table: str, data_rows: int) -> dict:
+    a = raw.accounting[table]
+    assert a["rows"] == data_rows == a["kept"] + sum(a["skipped"].values()), a
+    return a
+
+
+def test_bookcrossing_stray_quote_at_a_line_end_keeps_the_next_book(tmp_path):
+    books = [_book("0000000001", "Book One", tail='"";"";"7""'), _book("0000000002", "Book Two")]
+    d = _write_bx(tmp_path / "bx", books, ['"1";"0000000001";"7"', '"2";"0000000002";"8"', '"3";"0000000002";"9"'])
+    bx = readers.read_bookcrossing(d)
+    assert sorted(bx.item_fields) == ["0000000001", "0000000002"]  # the second book is not swallowed
+    assert bx.item_fields["0000000002"]["title"] == "Book Two"
+    assert sorted(bx.item.tolist()) == ["0000000001", "0000000002", "0000000002"]  # none "absent"
+    assert _accounted(bx, "books", 2)["noted"] == {"malformed quotes (read field by field, kept)": 1}
+    assert _accounted(bx, "ratings", 3)["skipped"] == {}
+    assert _accounted(bx, "users", 3)["noted"] == {"age with stray quotes (cleaned, kept)": 1}
+
+
+def test_bookcrossing_unescaped_inner_quotes_stay_text(tmp_path):
+    books = [_book("0000000003", 'The "Best" Book'), _book("0000000004", 'A ""Quoted"" Word')]
+    d = _write_bx(tmp_path / "bx", books, ['"1";"0000000003";"7"'])
+    bx = readers.read_bookcrossing(d)
+    assert bx.item_fields["0000000003"]["title"] == 'The "Best" Book'
+    assert bx.item_fields["0000000004"]["title"] == 'A "Quoted" Word'  # valid CSV escaping, as before
+    assert _accounted(bx, "books", 2)["noted"] == {"malformed quotes (read field by field, kept)": 1}
+
+
+def test_bookcrossing_one_latin1_byte_skips_its_line_not_the_files_encoding(tmp_path):
+    lines = [_book("0000000005", "Café Society"), _book("0000000006", "Crème Brûlée"),
+             _book("0000000007", "Naïve")]
+    raw = ("\n".join([BX_BOOKS_HEADER] + lines) + "\n").encode("utf-8")
+    raw = raw.replace("Naïve".encode("utf-8"), "Naïve".encode("iso-8859-1"))  # one stray ISO-8859-1 byte
+    d = _write_bx(tmp_path / "bx", [], ['"1";"0000000005";"7"', '"2";"0000000007";"8"'], books_bytes=raw)
+    bx = readers.read_bookcrossing(d)
+    assert bx.item_fields["0000000005"]["title"] == "Café Society"  # UTF-8 rows keep their text
+    assert bx.item_fields["0000000006"]["title"] == "Crème Brûlée"
+    assert "0000000007" not in bx.item_fields
+    books = _accounted(bx, "books", 3)
+    assert books["skipped"] == {"line not in the file's encoding (the rest of the file is UTF-8)": 1}
+    assert _accounted(bx, "ratings", 2)["skipped"] == {"ISBN absent from BX-Books.csv": 1}
+    assert bx.skipped["books: line not in the file's encoding (the rest of the file is UTF-8)"] == 1
+
+
+def test_bookcrossing_isbn_in_two_cases_keeps_the_first_and_counts(tmp_path):
+    books = [_book("039592720X", "Interpreter of Maladies"), _book("039592720x", "A Later Copy")]
+    d = _write_bx(tmp_path / "bx", books, ['"1";"039592720x";"7"'])
+    bx = readers.read_bookcrossing(d)
+    assert bx.item_fields == {"039592720X": {"title": "Interpreter of Maladies", "isbn": "039592720X",
+                                             "author": "An Author", "year": "2001", "publisher": "A Publisher"}}
+    assert _accounted(bx, "books", 2)["skipped"] == {"ISBN given twice, in any case (the first line kept)": 1}
+    assert bx.item.tolist() == ["039592720X"]
+
+
+def test_amazon_category_given_as_a_string_is_one_level(tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text('{"asin": "A1", "title": "Wired", "category": "Magazines"}\n'
+                    '{"asin": "A2", "title": "Vogue", "category": ["Magazines", "Fashion"]}\n'
+                    '{"asin": "A1", "title": "Wired again"}\n')
+    ratings = tmp_path / "r.csv"
+    ratings.write_text("A1,U1,5.0,1000\nA2,U1,4.0,-5\nA2,U2,4.0,1001\nA2,U2,2.0,1002\n")
+    az = readers.read_amazon(ratings, meta, category_index=0, category_depth=None)
+    assert az.item_fields["A1"]["category"] == "Magazines"  # not its letter 'a'
+    assert readers.read_amazon(ratings, meta, 1, None).item_fields["A1"]["category"] == "unknown"
+    assert az.item_fields["A2"]["category"] == "Magazines"
+    m = _accounted(az, "metadata", 3)
+    assert m["skipped"] == {"duplicate asin (first line kept)": 1}
+    assert m["noted"]["category given as a string, not a list (read as a list of one)"] == 1
+    r = _accounted(az, "ratings", 4)
+    assert r["skipped"] == {"negative timestamp": 1}
+    assert r["noted"] == {"repeated (user, item) rating (kept, as the official preprocessing)": 1}
+    assert az.timestamp.tolist() == [1000, 1001, 1002]
+
+
+def _tiny_movielens(folder: pathlib.Path, ratings: list[str]) -> pathlib.Path:
+    folder.mkdir()
+    (folder / "movies.dat").write_text("".join(f"{m}::Movie {m} (1999)::Drama\n" for m in range(1, 10)))
+    (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    (folder / "ratings.dat").write_text("".join(line + "\n" for line in ratings))
+    return folder
+
+
+def test_movielens_duplicate_rating_and_negative_timestamp_are_counted(tmp_path):
+    ratings = [f"1::{m}::4::{100 + m}" for m in range(1, 8)]  # user 1 rates movies 1..7
+    ratings += ["1::3::1::500",  # a second rating of movie 3: would put the target in its own history
+                "2::1::5::-20",  # before 1970
+                "2::2::5::300"]
+    ml = readers.read_movielens_1m(_tiny_movielens(tmp_path / "ml", ratings))
+    a = _accounted(ml, "ratings", 10)
+    assert a["skipped"] == {"negative timestamp": 1, "duplicate (user, item) rating (the earliest kept)": 1}
+    assert ml.skipped == {"ratings: negative timestamp": 1,
+                          "ratings: duplicate (user, item) rating (the earliest kept)": 1}
+    pairs = list(zip(ml.user.tolist(), ml.item.tolist(), ml.timestamp.tolist()))
+    assert ("1", "3", 103) in pairs and ("1", "3", 500) not in pairs and ml.timestamp.min() >= 0
+    data = ctr.preprocess_temporal(ml, min_history=2)
+    for split in ctr.SPLITS:  # no sample's history holds its own target
+        for row in range(data.num_samples(split)):
+            assert data.samples[split]["item"][row] not in data.history(split, row)["item"]
+    with pytest.raises(AssertionError, match="rows read"):  # the accounting is checked, not trusted
+        readers.Tally("ratings", tmp_path / "r").report(kept=1)

@@ -17,7 +17,6 @@ Two families, as the official notebooks:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -28,6 +27,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rallrec_jax import artifacts
 from rallrec_jax.data.readers import RawDataset
 
 SPLITS = ("train", "validation", "test")
@@ -52,6 +52,7 @@ class CTRData:
     options: dict  # the preprocessing options that made this (for fingerprints)
     filter_log: list  # [(step, rows or samples after it)]
     skipped: dict[str, int]  # rows the reader skipped or kept with a fix, by reason
+    accounting: dict[str, dict] = dataclasses.field(default_factory=dict)  # per read file (readers.Tally)
 
     # ---- access -------------------------------------------------------------------------------
     @property
@@ -125,11 +126,24 @@ class CTRData:
         stats["samples"] = sum(v["samples"] for v in stats["splits"].values())
         stats["filter_log"] = [list(step) for step in self.filter_log]
         stats["skipped"] = dict(self.skipped)
+        stats["accounting"] = dict(self.accounting)  # per file: rows = kept + each skip reason
         return stats
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"seq_offsets": self.seq_offsets, "seq_item": self.seq_item, "seq_rating": self.seq_rating,
+                  "seq_timestamp": self.seq_timestamp, "item_ids": self.item_ids, "user_ids": self.user_ids}
+        arrays.update({f"item_field/{k}": v for k, v in self.item_fields.items()})
+        arrays.update({f"user_field/{k}": v for k, v in self.user_fields.items()})
+        for split, cols in self.samples.items():
+            arrays.update({f"samples/{split}/{k}": v for k, v in cols.items()})
+        return arrays
+
     def fingerprint(self) -> str:
-        blob = json.dumps({"name": self.name, "options": self.options}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """The name, the options and the content (every array): what the retrieval caches are keyed by, so a
+        data set prepared again from a fixed file gets new item texts, embeddings and histories."""
+        if getattr(self, "_content", None) is None:
+            self._content = {k: artifacts.array_fingerprint(v) for k, v in sorted(self._arrays().items())}
+        return artifacts.fingerprint({"name": self.name, "options": self.options, "content": self._content})
 
     # ---- persistence (atomic: a folder is written whole, then renamed into place) -----------------
     def save(self, directory: str | os.PathLike) -> pathlib.Path:
@@ -137,17 +151,11 @@ class CTRData:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            arrays = {"seq_offsets": self.seq_offsets, "seq_item": self.seq_item, "seq_rating": self.seq_rating,
-                      "seq_timestamp": self.seq_timestamp, "item_ids": self.item_ids, "user_ids": self.user_ids}
-            arrays.update({f"item_field/{k}": v for k, v in self.item_fields.items()})
-            arrays.update({f"user_field/{k}": v for k, v in self.user_fields.items()})
-            for split, cols in self.samples.items():
-                arrays.update({f"samples/{split}/{k}": v for k, v in cols.items()})
-            np.savez(tmp / "ctr.npz", **arrays)
+            artifacts.atomic_save_npz(tmp / "ctr.npz", **self._arrays())
             meta = {"name": self.name, "has_timestamps": self.has_timestamps, "options": self.options,
-                    "filter_log": self.filter_log, "skipped": self.skipped, "fingerprint": self.fingerprint(),
-                    "statistics": self.statistics()}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+                    "filter_log": self.filter_log, "skipped": self.skipped, "accounting": self.accounting,
+                    "fingerprint": self.fingerprint(), "statistics": self.statistics()}
+            artifacts.atomic_write_json(tmp / "meta.json", meta)
             if directory.exists():
                 old = directory.with_name(f".{directory.name}.old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -186,6 +194,7 @@ class CTRData:
             seq_offsets=arrays["seq_offsets"], seq_item=arrays["seq_item"], seq_rating=arrays["seq_rating"],
             seq_timestamp=arrays["seq_timestamp"], samples=samples, has_timestamps=meta["has_timestamps"],
             options=meta["options"], filter_log=[tuple(x) for x in meta["filter_log"]], skipped=meta["skipped"],
+            accounting=meta.get("accounting", {}),
         )
 
 
@@ -340,7 +349,8 @@ def preprocess_temporal(
         name=raw.name, item_ids=item_keys, item_fields=item_fields, user_ids=user_keys, user_fields=user_fields,
         seq_offsets=offsets, seq_item=item_idx[by_user].astype(np.int32),
         seq_rating=rating[by_user].astype(np.int32), seq_timestamp=stamp[by_user].astype(np.int64),
-        samples=samples, has_timestamps=True, options=options, filter_log=log, skipped=dict(raw.skipped))
+        samples=samples, has_timestamps=True, options=options, filter_log=log, skipped=dict(raw.skipped),
+        accounting=dict(raw.accounting))
 
 
 def _renumber(keys: np.ndarray, inv: np.ndarray):
@@ -434,7 +444,8 @@ def preprocess_bookcrossing(
         name=raw.name, item_ids=item_keys, item_fields=item_fields, user_ids=user_keys, user_fields=user_fields,
         seq_offsets=offsets, seq_item=seq_item, seq_rating=seq_rating,
         seq_timestamp=np.zeros(len(seq_item), np.int64), samples=samples, has_timestamps=False,
-        options=options, filter_log=log, skipped=dict(raw.skipped))
+        options=options, filter_log=log, skipped=dict(raw.skipped),
+        accounting=dict(raw.accounting))
 
 
 def format_statistics(stats: Mapping) -> str:

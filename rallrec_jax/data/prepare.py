@@ -1,12 +1,12 @@
 """The data stage as one library call: official files -> prepared CTR samples under a workdir.
 
 `prepare_data(config, workdir)` is what `experiments/prepare_data.py`, the pipeline and the notebook
-call. Its output folder (`workdir/data/<name>/`) is written atomically and reused when the data
-config that made it is unchanged; any change re-prepares it.
+call. Its output folder (`workdir/data/<name>/`) is written atomically and reused while the data config
+and the files it reads are unchanged (`input_identity`) and its outputs still open; a changed setting, a
+fixed or replaced data file, or a missing or damaged output prepares it again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from rallrec_jax import assets
+from rallrec_jax import artifacts, assets
 from rallrec_jax.data import ctr, readers, tfds_builders
 
 DATASETS = ("movielens-1m", "movielens-100k", "bookcrossing", "amazon")
@@ -25,26 +25,43 @@ def _as_dict(config) -> dict:
     return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
 
 
+def _source(c: Mapping):
+    """(reader, its arguments, the files it reads) for a data config, fetching the files where needed."""
+    name = c["name"]
+    if name == "movielens-1m":
+        root = assets.movielens_1m_dir(c.get("data_dir") or None)
+        return readers.read_movielens_1m, (root,), [root / f for f in ("ratings.dat", "movies.dat", "users.dat")]
+    if name == "movielens-100k":
+        root = assets.movielens_100k_dir(c.get("data_dir") or None)
+        return readers.read_movielens_100k, (root,), readers.movielens_100k_files(root)
+    if name == "bookcrossing":
+        root = assets.bookcrossing_dir(c.get("data_dir") or None)
+        return readers.read_bookcrossing, (root,), [root / f for f in ("BX-Book-Ratings.csv", "BX-Books.csv",
+                                                                       "BX-Users.csv")]
+    if name == "amazon":
+        ratings, meta = assets.amazon_files(c["amazon_category"], c.get("data_dir") or None,
+                                            c.get("ratings_file", ""), c.get("meta_file", ""))
+        return (readers.read_amazon, (ratings, meta, c["category_index"], c["category_depth"] or None),
+                [ratings, meta])
+    raise ValueError(f"data.name {name!r} is not one of {DATASETS}")
+
+
+def input_identity(config: Mapping) -> dict:
+    """The data config and the identity of every file its reader reads (content hash for small files, size and
+    modification time for large ones): a fixed or replaced data file changes it, as a changed setting does."""
+    c = _as_dict(config)
+    _, _, files = _source(c)
+    return {"config": c, "files": [artifacts.file_identity(f) for f in files]}
+
+
 def data_fingerprint(config: Mapping) -> str:
-    blob = json.dumps(_as_dict(config), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return artifacts.fingerprint(input_identity(config))
 
 
 def read_raw(config: Mapping) -> readers.RawDataset:
     """Reads the official files named by a data config (fetching them where that is possible)."""
-    c = _as_dict(config)
-    name = c["name"]
-    if name == "movielens-1m":
-        return readers.read_movielens_1m(assets.movielens_1m_dir(c.get("data_dir") or None))
-    if name == "movielens-100k":
-        return readers.read_movielens_100k(assets.movielens_100k_dir(c.get("data_dir") or None))
-    if name == "bookcrossing":
-        return readers.read_bookcrossing(assets.bookcrossing_dir(c.get("data_dir") or None))
-    if name == "amazon":
-        ratings, meta = assets.amazon_files(c["amazon_category"], c.get("data_dir") or None,
-                                            c.get("ratings_file", ""), c.get("meta_file", ""))
-        return readers.read_amazon(ratings, meta, c["category_index"], c["category_depth"] or None)
-    raise ValueError(f"data.name {name!r} is not one of {DATASETS}")
+    reader, args, _ = _source(_as_dict(config))
+    return reader(*args)
 
 
 def _core(lo: int, hi: int):
@@ -68,6 +85,10 @@ def preprocess(raw: readers.RawDataset, config: Mapping) -> ctr.CTRData:
         split_fractions=tuple(c["split_fractions"]))
 
 
+# What a prepared folder holds (config.json, the stamp, is written last).
+OUTPUTS = ("ctr.npz", "meta.json", "statistics.json", "config.json")
+
+
 def prepared_dir(config: Mapping, workdir: str | os.PathLike) -> pathlib.Path:
     return pathlib.Path(workdir).resolve() / "data" / _as_dict(config)["name"]
 
@@ -80,7 +101,8 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
     """
     c = _as_dict(config)
     out = prepared_dir(c, workdir)
-    fingerprint = data_fingerprint(c)
+    identity = input_identity(c)
+    fingerprint = artifacts.fingerprint(identity)
     stamp = out / "config.json"
     if not force and stamp.is_file():
         try:
@@ -88,16 +110,27 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
         except json.JSONDecodeError:
             previous = {}
         if previous.get("fingerprint") == fingerprint:
-            logging.info("data: %s is up to date", out)
-            return ctr.CTRData.load(out)
+            damaged = artifacts.first_unreadable(out / name for name in OUTPUTS)
+            if damaged is None:
+                try:
+                    data = ctr.CTRData.load(out)
+                except (ValueError, OSError) as exc:
+                    damaged = (out / "ctr.npz", str(exc))
+                else:
+                    logging.info("data: %s is up to date", out)
+                    return data
+            logging.warning("data: %s is %s; preparing the data set again", *damaged)
+        else:
+            changed = artifacts.differences(previous.get("identity", {}), identity)
+            if previous:
+                logging.info("data: %s was prepared from other settings or files (%s); preparing it again", out,
+                             "; ".join(changed[:4]) or "an older format")
     raw = read_raw(c)
     data = preprocess(raw, c)
     data.save(out)
-    (out / "statistics.json").write_text(json.dumps(data.statistics(), indent=1))
+    artifacts.atomic_write_json(out / "statistics.json", data.statistics())
     if c.get("build_tfds"):
         tfds_builders.build(out, out.parent / "tfds", c.get("tfds_max_history", tfds_builders.DEFAULT_MAX_HISTORY))
     # Written last: its presence with this fingerprint means every output above is complete.
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "config": c}, indent=1, default=str))
-    os.replace(tmp, stamp)
+    artifacts.atomic_write_json(stamp, {"fingerprint": fingerprint, "config": c, "identity": identity})
     return data

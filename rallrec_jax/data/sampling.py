@@ -32,6 +32,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rallrec_jax import artifacts
+
 HOWS = ("stratified", "first")
 
 
@@ -100,12 +102,7 @@ class EvalSample:
 
     def save(self, path: str | os.PathLike) -> pathlib.Path:
         """Writes the sample as JSON (atomically); returns the path."""
-        path = pathlib.Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json()))
-        os.replace(tmp, path)
-        return path
+        return artifacts.atomic_write_json(path, self.to_json(), indent=None)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvalSample:

@@ -7,7 +7,6 @@ Prompts are scored in length-sorted, length-bucketed batches by the LLM core's `
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -19,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rallrec_jax import checkpoint, console, metrics
+from rallrec_jax import artifacts, checkpoint, console, metrics
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
@@ -60,9 +59,13 @@ def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
     if not adapters:
         return None
     if adapters == "best":
-        from rallrec_jax.generation.finetune import run_dir
+        from rallrec_jax.generation.finetune import other_runs, run_dir
 
-        return run_dir(config, workdir) / "best"
+        best = run_dir(config, workdir) / "best"  # the run of exactly this config (its folder is its identity)
+        if not best.is_dir():
+            raise ValueError(f"no saved adapters under {best}: no LoRA run of this config; "
+                             f"{other_runs(config, workdir)}")
+        return best
     return checkpoint.absolute(adapters)
 
 
@@ -120,10 +123,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
     tag = tag or f"{split}_{order}_{'zeroshot' if folder is None else 'tuned'}"
     if jax.process_index() == 0:
         out = checkpoint.absolute(workdir) / "evaluate"
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / f"{tag}.npy", probs)
-        tmp = out / f"{tag}.json.tmp"
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out / f"{tag}.json")
+        artifacts.atomic_save_npy(out / f"{tag}.npy", probs)
+        artifacts.atomic_write_json(out / f"{tag}.json", result)
     logging.info("evaluate %s: %s", tag, result["metrics"])
     return {**result, "probabilities": probs, "labels": labels}

@@ -24,6 +24,7 @@ the same updates as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import checkpoint, console, metrics, parallel
+from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
@@ -442,13 +443,95 @@ def _unflat(template, flat: Mapping[str, jax.Array]):
     return jax.tree.unflatten(jax.tree.structure(template), leaves)
 
 
+def examples_identity(examples: Sequence[ex_lib.Example]) -> dict:
+    """{count, sha256} over every example's split, row, order, token ids and label: what the run learns from."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.split, int(e.index), e.order, int(e.label)]).encode())
+        h.update(np.asarray(e.prompt_ids, np.int64).tobytes() + b"|" + np.asarray(e.answer_ids, np.int64).tobytes())
+    return {"count": len(examples), "sha256": h.hexdigest()[:16]}
+
+
+def loop_identity(trainer: Trainer, loop: LoopConfig, train_examples: Sequence[ex_lib.Example],
+                  eval_examples: Sequence[ex_lib.Example], extra: Mapping | None = None) -> dict:
+    """Everything a run's updates depend on: the caller's part (`extra`: model and data files, LoRA layout,
+    config), the optimiser and step settings, the schedule's length, early stopping, and the examples."""
+    return {"run": artifacts.plain(dict(extra or {})), "settings": dataclasses.asdict(trainer.settings),
+            "total_steps": loop.total_steps, "eval_every": loop.eval_every, "patience": loop.patience,
+            "metric": loop.metric, "examples": examples_identity(train_examples),
+            "validation": examples_identity(eval_examples)}
+
+
+def check_resume_identity(run_dir: pathlib.Path, identity: Mapping) -> None:
+    """A run folder's checkpoints are resumed only by a run of the same identity (`identity.json`); anything
+    else is an error naming what changed, because resuming would report the old run's adapters as this one's."""
+    path = run_dir / "identity.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir / 'checkpoints'} holds checkpoints but {path}, the record of what they were "
+                         f"trained with, is missing (a run made before runs recorded it?); delete {run_dir} to "
+                         "train again")
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is unreadable ({exc}); delete {run_dir} to train again") from None
+    changed = artifacts.differences(stored, json.loads(json.dumps(identity, default=str)))
+    if changed:
+        old, new = stored.get("examples", {}).get("count"), identity["examples"]["count"]
+        count = f"the checkpoints were made with {old} training examples, this run has {new}; " if old != new else ""
+        raise ValueError(
+            f"{run_dir}: {count}its checkpoints were trained with other settings than this run, so resuming them "
+            f"would report the old run's adapters as this one's. Changed: {'; '.join(changed[:8])}"
+            + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+            + f". Use another finetune.run_name or workdir, or delete {run_dir} to train this run there.")
+
+
+def _align_best(trainer: Trainer, best_dir: pathlib.Path, mgr, abstract, start: int, best_step: int, lora) -> None:
+    """Makes `best/` hold the adapters of the resumed state's best step: adapters of a later step (written just
+    before a kill, or by steps a damaged checkpoint lost) are dropped, since the replayed steps write them again;
+    damaged or missing ones are rebuilt from the checkpoint of that step where it is kept (else the replay must
+    write a new best, which `train_loop` checks at its end)."""
+    if not best_dir.is_dir() and best_step < 0:
+        return
+    bmgr = checkpoint.manager(best_dir, max_to_keep=1)
+    try:
+        for step in sorted(bmgr.all_steps()):
+            if step > start:
+                logging.warning("finetune: best adapters of step %d are newer than the resumed step %d; dropped "
+                                "(the replayed steps write them again)", step, start)
+                bmgr.delete(step)
+            else:
+                reason = checkpoint.step_damage(bmgr, step)
+                if reason is not None:
+                    moved = checkpoint.quarantine(bmgr, step)
+                    logging.warning("finetune: best adapters %s are damaged (%s); moved to %s",
+                                    best_dir / str(step), reason, moved)
+        if best_step < 0 or best_step in bmgr.all_steps():
+            return
+        if best_step not in mgr.all_steps() or checkpoint.step_damage(mgr, best_step) is not None:
+            logging.warning("finetune: the best adapters of step %d are not under %s and no checkpoint of that step "
+                            "is kept; the replayed steps must write a better one", best_step, best_dir)
+            return
+        for step in list(bmgr.all_steps()):
+            bmgr.delete(step)
+    finally:
+        bmgr.close()
+    best = _unflat(lora, checkpoint.restore(mgr, abstract, best_step)["lora"])
+    nnx.update(trainer.model, trainer._copy(best))
+    checkpoint.save_adapters(best_dir, best_step, trainer.model, max_to_keep=1)
+    logging.warning("finetune: rebuilt the best adapters of step %d under %s from its checkpoint", best_step, best_dir)
+
+
 def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_examples: Sequence[ex_lib.Example],
-               loop: LoopConfig, run_dir: str | os.PathLike, pad_id: int, stop_at: int | None = None) -> dict:
+               loop: LoopConfig, run_dir: str | os.PathLike, pad_id: int, stop_at: int | None = None,
+               identity: Mapping | None = None) -> dict:
     """Trains from the latest checkpoint under `run_dir/checkpoints` (or from scratch) to `loop.total_steps`,
     with periodic validation, early stopping, best-adapter keeping and NaN detection.
 
     `stop_at` ends the loop after that many global steps (a pre-emption in tests, or a time box) with a
-    checkpoint written, so a later call resumes. Returns a summary dict (also written to result.json)."""
+    checkpoint written, so a later call resumes. `identity` is what the caller knows the run depends on (model
+    and data files, LoRA layout, config); with the settings and examples it is written to `identity.json` and a
+    resume with any other is an error naming the difference. A damaged newest checkpoint is reported and the
+    previous good one resumed. Returns a summary dict (also written to result.json)."""
     run_dir = checkpoint.absolute(run_dir)
     ckpt_dir, best_dir = run_dir / "checkpoints", run_dir / "best"
     s = trainer.settings
@@ -469,22 +552,27 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             "step": step, "epoch": epoch, "batch_in_epoch": within, "num_examples": len(train_examples),
             "effective_batch": s.effective_batch, "seed": s.seed}.items()}
     start = 0
+    full_identity = loop_identity(trainer, loop, train_examples, eval_examples, identity)
     if mgr.latest_step() is not None:
+        check_resume_identity(run_dir, full_identity)
         abstract = {"lora": _flat(lora), "opt": _flat(opt_state),
                     "track": {k: np.zeros((), np.float64) for k in track}, "position": position(0)}
-        restored = checkpoint.restore(mgr, abstract)
+        start, restored = checkpoint.restore_newest_good(mgr, abstract)
         lora = _unflat(lora, restored["lora"])
         opt_state = _unflat(opt_state, restored["opt"])
         track = {k: float(v) for k, v in restored["track"].items()}
         track["best_step"], track["bad"], track["done"] = int(track["best_step"]), int(track["bad"]), int(track["done"])
-        start = int(mgr.latest_step())
+        start = int(start)
         pos = restored["position"]
         if int(pos["num_examples"]) != len(train_examples) or int(pos["effective_batch"]) != s.effective_batch:
             raise ValueError(
                 f"{ckpt_dir}: the checkpoint was made with {int(pos['num_examples'])} training examples and "
                 f"effective batch {int(pos['effective_batch'])}, this run has {len(train_examples)} and "
                 f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
+        _align_best(trainer, best_dir, mgr, abstract, start, track["best_step"], lora)
         logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
+    elif is_main:
+        artifacts.atomic_write_json(run_dir / "identity.json", full_identity)
 
     def save(step: int):
         tree = {"lora": _flat(lora), "opt": _flat(opt_state),
@@ -550,15 +638,16 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
         mgr.close()
         log.close()
     nnx.update(trainer.model, trainer._copy(lora))
+    if track["best_step"] >= 0 and checkpoint.latest_step(best_dir) != track["best_step"]:
+        raise ValueError(f"{best_dir}: the best adapters (step {track['best_step']}) are missing or damaged and could "
+                         f"not be rebuilt; delete {run_dir} to train this run again")
     summary = {"steps": step, "total_steps": loop.total_steps, "stopped_early": bool(track["done"]),
                "finished": bool(track["done"]) or step >= loop.total_steps,
                "best_step": track["best_step"], f"best_{loop.metric}": track["best"],
                "checkpoints": str(ckpt_dir), "best_adapters": str(best_dir) if track["best_step"] >= 0 else None,
                "last_eval": last_eval}
     if is_main:
-        tmp = run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1, default=str))
-        os.replace(tmp, run_dir / "result.json")
+        artifacts.atomic_write_json(run_dir / "result.json", summary)
     return summary
 
 
@@ -606,19 +695,60 @@ def stage_inputs(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
     return mesh, data, model, tokenizer, orders
 
 
-def run_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> pathlib.Path:
-    return checkpoint.absolute(workdir) / "finetune" / (config.finetune.run_name or "simple")
+# finetune fields that change how a run reports, not what it computes.
+NOT_IN_IDENTITY = ("progress", "run_name")
+
+
+def run_identity(config: ml_collections.ConfigDict, extra: Mapping | None = None) -> dict:
+    """What a LoRA run's adapters depend on that is known before its examples are built: the data config and
+    its files, the base model's config and files (and the tokenizer's), LoRA, every finetune setting, and the
+    caller's `extra` (the pipeline: the retrieval behind its tuning histories). Keys the run folder."""
+    from rallrec_jax.data import prepare
+
+    m = config.model
+    return {"data": prepare.input_identity(config.data), "model": m.to_dict(),
+            "model_files": artifacts.model_identity(m.path),
+            "tokenizer_files": artifacts.model_identity(m.tokenizer) if m.tokenizer else None,
+            "lora": config.lora.to_dict(),
+            "finetune": {k: v for k, v in config.finetune.to_dict().items() if k not in NOT_IN_IDENTITY},
+            "extra": artifacts.plain(dict(extra or {}))}
+
+
+def run_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, extra: Mapping | None = None
+            ) -> pathlib.Path:
+    """`workdir/finetune/<run_name or "simple">/<fingerprint of run_identity>`: a run with any other setting, model
+    or data file trains in its own folder (and a run with the same ones resumes or reuses it)."""
+    return (checkpoint.absolute(workdir) / "finetune" / (config.finetune.run_name or "simple")
+            / artifacts.fingerprint(run_identity(config, extra)))
+
+
+def other_runs(config: ml_collections.ConfigDict, workdir: str | os.PathLike, extra: Mapping | None = None) -> str:
+    """For an error when this config's run folder is missing: the runs beside it and how each differs."""
+    folder = run_dir(config, workdir, extra)
+    want = json.loads(json.dumps(run_identity(config, extra), default=str))
+    lines = []
+    for other in sorted(p for p in folder.parent.glob("*/identity.json")):
+        try:
+            changed = artifacts.differences(json.loads(other.read_text()).get("run", {}), want)
+        except ValueError:
+            changed = ["its identity.json is unreadable"]
+        lines.append(f"{other.parent.name} ({'; '.join(changed[:4]) or 'same identity'})")
+    if not lines:
+        return f"no LoRA run under {folder.parent}"
+    return f"the runs under {folder.parent} differ from this config: " + ", ".join(lines)
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
              histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
-             tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None) -> dict:
+             tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None,
+             identity: Mapping | None = None) -> dict:
     """LoRA instruction tuning as configured; resumable. Returns the summary (see `train_loop`).
 
     `histories` maps history orders to `(split, index) -> [HistoryEntry]` callables (retrieval's `high`,
     `sequential`); `simple` (K = finetune.k_history most recent items) is always available. With `high` and
     `sequential` present the training set is the official `mixed` one. `data`, `model` (a base Llm without
-    adapters) and `tokenizer` may be passed in (tests, notebooks); otherwise they come from the config."""
+    adapters) and `tokenizer` may be passed in (tests, notebooks); otherwise they come from the config.
+    `identity` adds what the histories depend on to the run's identity (see `run_dir`)."""
     from rallrec_jax.llm import tokenizer as tok_lib
 
     f = config.finetune
@@ -635,12 +765,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     val_sample = sampling.validation_sample(data, f)
     val_order = f.eval_order if f.eval_order in orders else "simple"
     val = ex_lib.build_examples(builder, "validation", val_sample.rows.tolist(), orders, [val_order])
-    out_dir = run_dir(config, workdir)
+    out_dir = run_dir(config, workdir, identity)
     if jax.process_index() == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         report = {"train": ex_lib.dropped_report(train), "validation": ex_lib.dropped_report(val),
                   "validation_sample": val_sample.summary(), "orders": order_names, "train_rows": len(rows)}
-        (out_dir / "examples.json").write_text(json.dumps(report, indent=1))
+        artifacts.atomic_write_json(out_dir / "examples.json", report)
         logging.info("finetune examples: %s", report)
     settings = settings_from_config(f)
     total = f.max_steps or f.epochs * steps_per_epoch(len(train), settings.effective_batch)
@@ -650,7 +780,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                       eval_every=f.eval_every or steps_per_epoch(len(train), settings.effective_batch),
                       checkpoint_every=f.checkpoint_every, patience=f.patience, metric=f.early_stopping_metric,
                       progress=f.progress)
-    summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at)
+    summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at,
+                         identity=run_identity(config, identity))
     summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names,
-                    "validation_sample": val_sample.summary()})
+                    "validation_sample": val_sample.summary(), "run_dir": str(out_dir)})
     return summary

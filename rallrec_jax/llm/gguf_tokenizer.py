@@ -111,7 +111,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
         if blob[:4] != b"GGUF":
             raise ValueError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
-        version, _, count = struct.unpack_from("<IQQ", blob, 4)
+        version, n_tensors, count = struct.unpack_from("<IQQ", blob, 4)
         if version not in (2, 3):
             raise ValueError(f"{path}: GGUF version {version} (read little-endian) is not 2 or 3; a big-endian "
                              "or v1 file needs converting with llama.cpp's gguf tools")
@@ -148,7 +148,30 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             key, pos = string(pos)
             (kind,) = struct.unpack_from("<I", blob, pos)
             meta[key], pos = value(kind, pos + 4)
+        _check_tensor_extent(path, blob, pos, n_tensors, int(meta.get("general.alignment", 32)), string)
     return meta
+
+
+def _check_tensor_extent(path: str, blob, pos: int, n_tensors: int, alignment: int, string) -> None:
+    """Raises when the tensor infos after the metadata promise more bytes than the file holds (a truncated copy):
+    the tokenizer alone would read, but the model file is damaged, and a run should hear so before it starts."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    end = 0
+    for _ in range(n_tensors):
+        _, pos = string(pos)
+        (n_dims,) = struct.unpack_from("<I", blob, pos)
+        dims = struct.unpack_from(f"<{n_dims}Q", blob, pos + 4)
+        kind, offset = struct.unpack_from("<IQ", blob, pos + 4 + 8 * n_dims)
+        pos += 4 + 8 * n_dims + 12
+        block, size = GGML_QUANT_SIZES[kind]
+        count = 1
+        for d in dims:
+            count *= d
+        end = max(end, offset + count // block * size)
+    start = -(-pos // alignment) * alignment
+    if start + end > len(blob):
+        raise ValueError(f"{path}: its tensor table promises {start + end:,} bytes, the file holds {len(blob):,}")
 
 
 def read_spec(path: str | os.PathLike) -> GgufTokenizerSpec:

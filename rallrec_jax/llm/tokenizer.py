@@ -26,9 +26,15 @@ def load_tokenizer(path: str | os.PathLike):
     if p.suffix != ".gguf" and not p.exists():
         p = assets.resolve_model(path)  # a hub name
     if p.suffix == ".gguf":
-        if not p.is_file():
-            raise ValueError(f"GGUF file {p} not found")
-        tok = load_gguf_tokenizer(p)
+        try:
+            tok = load_gguf_tokenizer(p)
+        except Exception:
+            from rallrec_jax.llm.weights import open_gguf
+
+            # A missing, damaged or non-GGUF file: the model loader's error naming it and the fix. (Checked only
+            # on failure: gguf.GGUFReader maps every tensor, seconds for a file whose header reads in 0.1 s.)
+            open_gguf(p)
+            raise
     else:
         if not p.is_dir():
             raise ValueError(f"tokenizer folder {p} not found")

@@ -171,15 +171,33 @@ def iter_gguf(reader, cfg: LlmConfig) -> Iterator[tuple[str, np.ndarray]]:
         yield hf, w
 
 
-def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
-              dtype: str = "float32") -> Llm:
-    """Model from a GGUF file (quantised tensors are dequantised to float32 first)."""
+def open_gguf(path: str | os.PathLike):
+    """A gguf.GGUFReader over `path`; a file that is not GGUF, or is cut short, is an error naming it and the fix
+    (the reader's own messages, "GGUF magic invalid" or a failed reshape, name neither)."""
     import gguf
 
     path = pathlib.Path(path)
     if not path.is_file():
         raise ValueError(f"GGUF file {path} not found")
-    reader = gguf.GGUFReader(str(path))
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as exc:  # ValueError, IndexError, struct/numpy errors: the bytes are not what GGUF promises
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        what = (f"it does not start with the GGUF magic bytes (it starts with {magic!r}): not a GGUF file"
+                if magic != b"GGUF" else
+                "its header promises more than the file holds: truncated (an interrupted download or copy?) or "
+                "damaged")
+        raise ValueError(f"{path}: unreadable GGUF model file ({size:,} bytes): {what} [{type(exc).__name__}: "
+                         f"{exc}]. Download or copy it again, or point the config's model path (model.path, "
+                         "retrieval.llm_path, reasoning.llm_path) at a good copy.") from None
+
+
+def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
+              dtype: str = "float32") -> Llm:
+    """Model from a GGUF file (quantised tensors are dequantised to float32 first)."""
+    reader = open_gguf(path)
     cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype)
     return load_params(abstract_model(cfg), iter_gguf(reader, cfg), mesh)
 

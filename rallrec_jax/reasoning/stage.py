@@ -26,7 +26,6 @@ and epsilon sweeps, and the figures (PNG + JSON) of Figs. 2, 3, 6, 7, 9 under `r
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from rallrec_jax import checkpoint, console, metrics, parallel
+from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
@@ -48,19 +47,14 @@ MODES = ("plain", "hint")
 SCORES = ("softmax", "double_softmax", "text")
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+_fingerprint = artifacts.fingerprint
 
 
 def _root(workdir) -> pathlib.Path:
     return checkpoint.absolute(workdir) / "reasoning"
 
 
-def _atomic_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_text = artifacts.atomic_write_text
 
 
 def reasoning_rows(config, data) -> list[int]:
@@ -87,7 +81,8 @@ def general_settings(config, n: int, sample: dict | None = None) -> dict:
     e = config.evaluate
     return {"rows": n, "sample": sample, "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": e.max_prompt_tokens, "double_softmax": bool(e.double_softmax),
-            "adapters": e.adapters, "model": config.model.path, "data": config.data.to_dict()}
+            "adapters": e.adapters, "model": config.model.path,
+            "model_files": artifacts.model_identity(config.model.path), "data": config.data.to_dict()}
 
 
 def general_predictions(config, workdir, data, *, histories=None, model=None, tokenizer=None, mesh=None) -> dict:
@@ -120,7 +115,7 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
             "source": "generation.evaluate.evaluate (tag reasoning_general)"}
     if jax.process_index() == 0:
         root.mkdir(parents=True, exist_ok=True)
-        np.save(npy_path, res["probabilities"])
+        artifacts.atomic_save_npy(npy_path, res["probabilities"])
         _atomic_text(meta_path, json.dumps(meta, indent=1))
     return {**meta, "key": _fingerprint({**settings, "rows": None}), "probabilities": np.asarray(res["probabilities"]),
             "labels": res["labels"]}
@@ -134,7 +129,8 @@ def trace_settings(config, mode: str, n: int, general_fp: str | None, sample: di
     del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
     return {"mode": mode, "sample": sample, "hint_bands": hint_bands(config) if mode == "hint" else None,
             "split": e.split, "order": e.order, "k_history": e.k_history,
-            "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path, "num_traces": r.num_traces,
+            "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path,
+            "llm_files": artifacts.model_identity(r.llm_path), "num_traces": r.num_traces,
             "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
             "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
             "general": general_fp if mode == "hint" else None, "data": config.data.to_dict()}
@@ -411,10 +407,8 @@ def merge_results(config, workdir) -> dict:
         for name, numbers in {**figures, **sweeps}.items():
             saved[name] = analysis.save_figure(numbers, str(fig_dir / f"{name}.png"))[0]
     if jax.process_index() == 0:  # each row's P per test row, for the report's intervals and paired comparisons
-        tmp = root / ".probabilities.tmp.npz"
-        np.savez(tmp, row_ids=np.asarray(row_ids, np.int64), labels=labels,
-                 **{f"model/{name}": np.asarray(p, np.float64) for name, p in probabilities.items()})
-        os.replace(tmp, root / "probabilities.npz")
+        artifacts.atomic_save_npz(root / "probabilities.npz", row_ids=np.asarray(row_ids, np.int64), labels=labels,
+                                  **{f"model/{name}": np.asarray(p, np.float64) for name, p in probabilities.items()})
     result = {"rows": rows, "n": n, "row_ids": row_ids, "probabilities": "reasoning/probabilities.npz",
               "score": r.score, "general_mean": r.general_mean, "sweeps": sweeps,
               "figures": saved, "general_settings": gmeta["settings"],

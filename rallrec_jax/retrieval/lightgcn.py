@@ -44,7 +44,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import console, parallel, settings
+from rallrec_jax import artifacts, console, parallel, settings
 from rallrec_jax.retrieval import native
 
 PROPAGATIONS = ("auto", "jraph", "sparse", "native")
@@ -508,10 +508,7 @@ def _embeddings_fn(graphdef):
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    artifacts.atomic_write_json(path, obj)
 
 
 def default_mesh() -> Mesh:

@@ -11,7 +11,6 @@ settings that made it; a later run reuses what matches and redoes what does not:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rallrec_jax import console
+from rallrec_jax import artifacts, console
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
 
@@ -29,12 +28,8 @@ from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, te
 OFFICIAL_GRAPH = {"movielens": (10, True), "amazon": (5, False), "bookcrossing": (5, False)}
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _array_fingerprint(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16] + str(array.shape)
+_fingerprint = artifacts.fingerprint
+_array_fingerprint = artifacts.array_fingerprint
 
 
 def _as_dict(config) -> dict:
@@ -42,13 +37,8 @@ def _as_dict(config) -> dict:
 
 
 def _save_npy(path: pathlib.Path, array: np.ndarray, fingerprint: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-    side = path.with_suffix(".json")
-    side.with_name(f".{side.name}.tmp").write_text(json.dumps({"fingerprint": fingerprint}))
-    os.replace(side.with_name(f".{side.name}.tmp"), side)
+    artifacts.atomic_save_npy(path, array)
+    artifacts.atomic_write_json(path.with_suffix(".json"), {"fingerprint": fingerprint}, indent=None)
 
 
 def cached_array(path: pathlib.Path, fingerprint: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -78,6 +68,20 @@ class RetrievalStage:
         self.mesh = mesh
         self._similarities: dict[str, mix.ItemSimilarity] = {}
         self.base = {"data": data.fingerprint()}
+        self.artifacts: set[pathlib.Path] = set()  # the files this object read or wrote (the pipeline's marker)
+        self._llm_identity = None
+
+    def _cached(self, path: pathlib.Path, fingerprint: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        array = cached_array(path, fingerprint, compute)
+        self.artifacts.add(path)
+        return array
+
+    @property
+    def llm_identity(self):
+        """The identity of the LLM's files (a replaced model at the same path is another model)."""
+        if self._llm_identity is None:
+            self._llm_identity = artifacts.model_identity(self.config["llm_path"])
+        return self._llm_identity
 
     @property
     def tools(self) -> text_embed.TextTools:
@@ -89,7 +93,8 @@ class RetrievalStage:
     # ---- item texts ---------------------------------------------------------------------------
     def descriptions(self) -> list[str]:
         c = self.config
-        fp = _fingerprint({**self.base, "llm": c["llm_path"], "tokens": c["description_max_new_tokens"],
+        fp = _fingerprint({**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity,
+                           "tokens": c["description_max_new_tokens"],
                            "t": c["description_temperature"], "p": c["description_top_p"],
                            "seed": c["description_seed"]})
         path = self.root / f"descriptions_{fp}.jsonl"
@@ -103,7 +108,10 @@ class RetrievalStage:
             bars[0].update(done - bars[0].n)
 
         try:
-            return descriptions.describe_items(self.data, gen, path, c["description_batch_size"], progress=shown)
+            texts = descriptions.describe_items(self.data, gen, path, c["description_batch_size"],
+                                                progress=shown)
+            self.artifacts.add(path)
+            return texts
         finally:
             for bar in bars:
                 bar.close()
@@ -111,14 +119,14 @@ class RetrievalStage:
     def text_embeddings(self) -> np.ndarray:
         """e_text: [e_title || e_desc] (paper) or e_desc (official); title alone without descriptions."""
         c = self.config
-        fp_model = {**self.base, "llm": c["llm_path"]}
-        title = cached_array(self.root / "e_title.npy", _fingerprint(fp_model),
+        fp_model = {**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity}
+        title = self._cached(self.root / "e_title.npy", _fingerprint(fp_model),
                              lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data),
                                                             desc="title embeddings"))
         if not c["use_descriptions"]:
             return title
         texts = self.descriptions()
-        desc = cached_array(self.root / "e_desc.npy", _fingerprint({**fp_model, "texts": _fingerprint(texts)}),
+        desc = self._cached(self.root / "e_desc.npy", _fingerprint({**fp_model, "texts": _fingerprint(texts)}),
                             lambda: text_embed.embed_texts(self.tools, texts, desc="description embeddings"))
         return descriptions.text_embeddings(title, desc, c["text_mode"])
 
@@ -148,8 +156,8 @@ class RetrievalStage:
                 trained.update(user=result.user_emb, item=result.item_emb)
             return trained[part]
 
-        user = cached_array(folder / "user_emb.npy", fp, lambda: train("user"))
-        item = cached_array(folder / "item_emb.npy", fp, lambda: train("item"))
+        user = self._cached(folder / "user_emb.npy", fp, lambda: train("user"))
+        item = self._cached(folder / "item_emb.npy", fp, lambda: train("item"))
         # Nodes without a training interaction get zero rows (lightgcn.py); applied to cached arrays too, which
         # may predate that rule.
         user_seen, item_seen = lightgcn.seen_nodes(*self.graph_interactions(), self.data.num_users,
@@ -163,7 +171,7 @@ class RetrievalStage:
         c = self.config
         fp = _fingerprint({"text": _array_fingerprint(text), "colla": _array_fingerprint(colla),
                            "ssl": _as_dict(c["ssl"])})
-        return cached_array(self.root / "e_ssl.npy", fp,
+        return self._cached(self.root / "e_ssl.npy", fp,
                             lambda: ssl.train_ssl(text, colla, _as_dict(c["ssl"]), mesh=self.mesh).ssl_emb)
 
     # ---- similarity and retrieval -------------------------------------------------------------
@@ -194,11 +202,17 @@ class RetrievalStage:
                                         official_variant=_official_variant(self.data.name))
         fp = _fingerprint({**self.base, "retrieval": {k: v for k, v in c.items() if k not in ("lightgcn", "ssl")},
                            "lightgcn": _as_dict(c["lightgcn"]), "ssl": _as_dict(c["ssl"]), "order": order,
+                           "llm_files": self.llm_identity if order != "simple" else None,
                            "kind": kind, "indices": _fingerprint(indices)})
         path = self.root / "retrieved" / f"{split}_{kind}_{order}_{len(indices)}_{fp}.npz"
         if path.is_file():
-            with np.load(path) as z:
-                return _unflatten(z["items"], z["ratings"], z["counts"])
+            try:
+                with np.load(path) as z:
+                    out = _unflatten(z["items"], z["ratings"], z["counts"])
+                self.artifacts.add(path)
+                return out
+            except (ValueError, OSError, KeyError) as exc:  # a damaged cache file: retrieve again
+                logging.warning("retrieval: %s unreadable (%s); retrieving again", path, exc)
         similarity = None if order == "simple" else self.similarity(kind)
         hist = [self.data.history(split, i) for i in indices]
         targets = self.data.samples[split]["item"][indices]
@@ -206,10 +220,10 @@ class RetrievalStage:
                                         similarity, rcfg)
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = np.array([len(x[0]) for x in out], np.int32)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, items=np.concatenate([x[0] for x in out]) if out else np.zeros(0, np.int32),
-                 ratings=np.concatenate([x[1] for x in out]) if out else np.zeros(0, np.int32), counts=counts)
-        os.replace(tmp, path)
+        artifacts.atomic_save_npz(path, items=np.concatenate([x[0] for x in out]) if out else np.zeros(0, np.int32),
+                                  ratings=np.concatenate([x[1] for x in out]) if out else np.zeros(0, np.int32),
+                                  counts=counts)
+        self.artifacts.add(path)
         return out
 
 

