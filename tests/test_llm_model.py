@@ -113,8 +113,8 @@ def test_sharded_index_and_mesh_loading_match(tmp_path):
     mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     a = weights.load_hf(folder)
     b = weights.load_hf(tmp_path / "sharded", mesh=mesh)
-    q = b.layers[0].attn.q_proj.kernel[...]
-    assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    q = b.layers.attn.q_proj.kernel[...]  # [N_layers, D, H*hd]: the layer axis is never sharded
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     tokens = jnp.arange(24).reshape(2, 12) % TINY["vocab_size"]
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     np.testing.assert_allclose(np.asarray(a(tokens, pos)), np.asarray(b(tokens, pos)), atol=1e-5)
@@ -139,7 +139,7 @@ def test_bfloat16_params_and_compute(tmp_path):
     torch_model, folder = _save_tiny(tmp_path, "qwen2", tie_word_embeddings=False)
     f32 = weights.load_hf(folder)
     bf16 = weights.load_hf(folder, param_dtype="bfloat16", dtype="bfloat16")
-    assert bf16.layers[0].attn.q_proj.kernel[...].dtype == jnp.bfloat16
+    assert bf16.layers.attn.q_proj.kernel[...].dtype == jnp.bfloat16
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, 97, size=(2, 20)))
     pos = jnp.broadcast_to(jnp.arange(20), (2, 20))
     a, b = np.asarray(f32(tokens, pos)), np.asarray(bf16(tokens, pos))

@@ -6,8 +6,9 @@ from flax import nnx
 
 from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
-from rallrec_jax.llm.model import create_model, shard_model
+from rallrec_jax.llm.model import create_model
 from rallrec_jax.llm.scoring import Scorer, last_real_index
+from rallrec_jax.llm.sharding import shard_model
 from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,

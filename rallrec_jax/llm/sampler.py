@@ -1,8 +1,10 @@
 """Autoregressive sampling: one jitted prefill, then every decode step inside ONE `jax.lax.while_loop`.
 
-K samples per prompt share one prefill (the prefilled KV cache is repeated K times). The cache is
-preallocated at prompt bucket + generation bucket slots and donated to the decode loop. Prompt length,
-generation length and prompt count are bucketed, so a long run compiles a handful of programs only.
+K samples per prompt share one prefill and one copy of its keys/values: decode attends to the prompt's
+[P, Lp] prefix cache with the K sample rows folded together, and to a per-sample cache of the generated
+tokens ([N_layers, P*K, G, KV, hd], preallocated, donated, updated in place once per step). A step thus
+reads the weights once and each prompt's keys once, not K times. Prompt length, generation length and
+prompt count are bucketed, so a long run compiles a handful of programs only.
 Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then one inverse-CDF
 draw per row keyed by (seed, step): the same seed gives the same samples. The nucleus is found among the
 top CANDIDATES tokens (a full-vocabulary sort costs ~1 s per step on CPU) and falls back to the sort only
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +24,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rallrec_jax import parallel
-from rallrec_jax.llm.model import CACHE_AXES, Llm, fitted_sharding, init_cache, positions_from_mask
+from rallrec_jax.llm.model import CACHE_AXES, KVCache, Llm, positions_from_mask
+from rallrec_jax.llm.sharding import fitted_sharding
 from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
 
 
@@ -107,63 +111,92 @@ def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, fitted_sharding(mesh, axes, x.shape))
 
 
+class DecodeCache(NamedTuple):
+    """The keys/values decode reads: each prompt's once, and each sample's generated tokens."""
+
+    prefix: KVCache  # k/v [N_layers, P, Lp, KV, hd], mask [P, Lp]: shared by the prompt's K consecutive rows
+    k: jax.Array  # [N_layers, P*K, G, KV, hd]: slot t holds generated token t (its mask is DecodeState.key_mask)
+    v: jax.Array
+
+
+class DecodeState(NamedTuple):
+    """The decode while-loop's carry."""
+
+    step: jax.Array  # [] tokens generated so far = the generation slot the next token is written to
+    cache: DecodeCache
+    key_mask: jax.Array  # [P*K, G] bool: generation slots filled
+    logits: jax.Array  # [P*K, V] float32: the distribution of the next token
+    positions: jax.Array  # [P*K] rotary position of the next token
+    tokens: jax.Array  # [P*K, G] generated ids (pad_id after a row's EOS)
+    done: jax.Array  # [P*K] bool: the row emitted EOS
+
+
+def prompt_count_bucket(p: int) -> int:
+    """Prompt-count buckets 1, 2, 4, 6, 8, 12, 16, 24, ...: few programs, at most 50% dummy prompts."""
+    return 1 << (p - 1).bit_length() if p <= 4 else bucket_length(p, 4)
+
+
 # The jitted pieces are module-level with the graph definition static, so every Sampler over models of the
 # same structure shares one compiled program per (bucket, flags).
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh", "num_samples", "gen_len"))
 def _prefill(graphdef, state, tokens, mask, *, mesh, num_samples: int, gen_len: int):
-    """tokens, mask [P, Lp] left padded -> cache [P*K, Lp+G, ...], last logits [P*K, V], key mask, next pos."""
+    """tokens, mask [P, Lp] left padded -> (DecodeCache, last logits [P*K, V], key mask [P*K, G], next pos [P*K]).
+
+    The prompt's keys/values stay [P, Lp]: the K samples of a prompt read the same prefix (decode attends
+    to it with the K query rows folded together), so it is neither repeated nor copied per sample."""
     model = nnx.merge(graphdef, state)
+    cfg = model.config
     p, lp = tokens.shape
     positions = positions_from_mask(mask)
-    cache = init_cache(model.config, p, lp)
-    logits, cache = model(tokens, positions, mask.astype(bool), kv_cache=cache, cache_index=0,
-                          logits_at=jnp.full((p,), lp - 1))  # left padding: last real token is at Lp-1
-
-    def grow(x):  # [P, Lp, ...] -> [P*K, Lp+G, ...]: room for generation, one copy per sample.
-        x = jnp.pad(x, ((0, 0), (0, gen_len)) + ((0, 0),) * (x.ndim - 2))
-        return _constrain(jnp.repeat(x, num_samples, axis=0), mesh, CACHE_AXES[: x.ndim])
-
-    cache = jax.tree.map(grow, cache)
-    key_mask = grow(mask.astype(bool))
+    hidden, prefix = model.hidden_states(tokens, positions, mask.astype(bool), return_kv=True)
+    logits = model.head(hidden[:, -1])  # left padding: the last real token is at Lp-1
+    n = p * num_samples
+    prefix = KVCache(_constrain(prefix.k, mesh, CACHE_AXES), _constrain(prefix.v, mesh, CACHE_AXES),
+                     _constrain(prefix.mask, mesh, ("batch", None)))
+    shape = (cfg.num_layers, n, gen_len, cfg.num_kv_heads, cfg.head_dim)
+    k, v = (_constrain(jnp.zeros(shape, cfg.jnp_dtype), mesh, CACHE_AXES) for _ in range(2))
+    key_mask = _constrain(jnp.zeros((n, gen_len), bool), mesh, ("batch", None))
     logits = _constrain(jnp.repeat(logits, num_samples, axis=0), mesh, ("batch", None))
     next_pos = jnp.repeat(positions[:, -1] + 1, num_samples)
-    return cache, logits, key_mask, next_pos
+    return DecodeCache(prefix, k, v), logits, key_mask, next_pos
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "lp", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
                    donate_argnames=("cache",))
 def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tokens, temperature, top_p, *,
-            lp: int, eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
-    """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens."""
+            eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
+    """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens.
+
+    Per step: one layer scan that only reads the caches (prefix + generated) and returns the new token's
+    keys/values, then one dynamic_update_slice of all layers' [N, B, 1, KV, hd] into the donated cache,
+    which XLA does in place in the loop carry."""
     model = nnx.merge(graphdef, state)
-    n, s = key_mask.shape
-    gen_len = s - lp
+    n, gen_len = key_mask.shape
     eos = jnp.asarray(eos_ids, jnp.int32)
-    out = jnp.full((n, gen_len), pad_id, jnp.int32)
-    done = jnp.zeros((n,), bool)
 
-    def cond(carry):
-        step, done = carry[0], carry[-1]
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def cond(s: DecodeState):
+        return (s.step < max_new_tokens) & ~jnp.all(s.done)
 
-    def body(carry):
-        step, cache, key_mask, logits, pos, out, done = carry
+    def body(s: DecodeState) -> DecodeState:
         if greedy:
-            tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            tok = jnp.argmax(s.logits, axis=-1).astype(jnp.int32)
         else:
-            tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_p, top_k, use_top_p)
-        tok = jnp.where(done, pad_id, tok)
-        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
-        done = done | jnp.isin(tok, eos)
-        slot = lp + step
-        key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((n, 1), bool), (0, slot))
-        logits, cache = model(tok[:, None], pos[:, None], key_mask, kv_cache=cache, cache_index=slot,
-                              logits_at=jnp.zeros((n,), jnp.int32))
-        return step + 1, cache, key_mask, logits, pos + 1, out, done
+            tok = sample_tokens(s.logits, jax.random.fold_in(key, s.step), temperature, top_p, top_k, use_top_p)
+        tok = jnp.where(s.done, pad_id, tok)
+        tokens = jax.lax.dynamic_update_slice(s.tokens, tok[:, None], (0, s.step))
+        done = s.done | jnp.isin(tok, eos)
+        generated = KVCache(s.cache.k, s.cache.v, s.key_mask)
+        hidden, new = model.extend(tok[:, None], s.positions[:, None], None, (s.cache.prefix, generated))
+        at = (0, 0, s.step, 0, 0)
+        cache = s.cache._replace(k=jax.lax.dynamic_update_slice(s.cache.k, new.k.astype(s.cache.k.dtype), at),
+                                 v=jax.lax.dynamic_update_slice(s.cache.v, new.v.astype(s.cache.v.dtype), at))
+        key_mask = jax.lax.dynamic_update_slice(s.key_mask, jnp.ones((n, 1), bool), (0, s.step))
+        return DecodeState(s.step + 1, cache, key_mask, model.head(hidden[:, 0]), s.positions + 1, tokens, done)
 
-    carry = (jnp.int32(0), cache, key_mask, logits, next_pos, out, done)
-    carry = jax.lax.while_loop(cond, body, carry)
-    return carry[5], carry[6], carry[1]  # the cache goes back out so its donated buffers are reused
+    start = DecodeState(jnp.int32(0), cache, key_mask, logits, next_pos, jnp.full((n, gen_len), pad_id, jnp.int32),
+                        jnp.zeros((n,), bool))
+    end = jax.lax.while_loop(cond, body, start)
+    return end.tokens, end.done, end.cache  # the cache goes back out so its donated buffers are reused
 
 
 class Sampler:
@@ -197,7 +230,7 @@ class Sampler:
         p, k = len(prompts), int(num_samples)
         lp = bucket_length(max(len(x) for x in prompts))
         gen_len = bucket_length(max_new_tokens)
-        p_pad = 1 << (p - 1).bit_length()  # prompt count bucket: powers of two
+        p_pad = prompt_count_bucket(p)
         dp = 1 if self.mesh is None else parallel.data_parallel_size(self.mesh)
         while (p_pad * k) % dp:
             p_pad += 1
@@ -208,7 +241,7 @@ class Sampler:
         greedy = temperature == 0.0
         out, done, _ = _decode(
             self.graphdef, self.state, cache, key_mask, logits, next_pos, jax.random.key(seed),
-            jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), lp=lp,
+            jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
             eos_ids=self.eos_ids, pad_id=self.pad_id, greedy=greedy, top_k=int(top_k),
             use_top_p=(not greedy) and top_p < 1.0)
         out = np.asarray(out)[: p * k].reshape(p, k, -1)
@@ -224,6 +257,7 @@ class Sampler:
         return SampleOutput(result, done)
 
     def _put(self, x: np.ndarray) -> jax.Array:
+        """Rows over the data axes where they divide (a few prompts of K samples may not), else replicated."""
         if self.mesh is None:
             return jnp.asarray(x)
-        return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
+        return jax.device_put(x, fitted_sharding(self.mesh, ("batch",) + (None,) * (x.ndim - 1), x.shape))
