@@ -15,6 +15,7 @@ decode while-loop alone (prefill excluded), median of --reps runs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import time
@@ -107,6 +108,10 @@ def main() -> None:
         floor_ms = (param_bytes + kv_bytes) / (best * 1e9) * 1e3
         for mode in args.modes.split(","):
             greedy = mode == "greedy"
+            flags = dict(eos_ids=(cfg.vocab_size,), pad_id=int(tok.pad_token_id), greedy=greedy, top_k=0,
+                         use_top_p=not greedy)
+            if "lp" in inspect.signature(sampler_lib._decode).parameters:  # older sampler: static prompt bucket
+                flags["lp"] = lp
 
             def run():
                 cache, logits, key_mask, next_pos = sampler_lib._prefill(
@@ -114,9 +119,7 @@ def main() -> None:
                 jax.block_until_ready(cache)
                 t0 = time.perf_counter()
                 out = sampler_lib._decode(graphdef, state, cache, key_mask, logits, next_pos, jax.random.key(0),
-                                          jnp.int32(new), jnp.float32(0.6), jnp.float32(0.95), lp=lp,
-                                          eos_ids=(cfg.vocab_size,), pad_id=int(tok.pad_token_id), greedy=greedy,
-                                          top_k=0, use_top_p=not greedy)
+                                          jnp.int32(new), jnp.float32(0.6), jnp.float32(0.95), **flags)
                 jax.block_until_ready(out)
                 return time.perf_counter() - t0
 

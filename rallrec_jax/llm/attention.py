@@ -52,21 +52,39 @@ def _fold(q: jax.Array, rows: int) -> jax.Array:
 def _einsum_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """q [B, T, H, hd], k/v [B, S, KV, hd], mask [B, T or 1, S] -> (out [B, T, H, hd], lse [B, T, H] f32).
 
-    The G query heads sharing a KV head are grouped ([B, T, KV, G, hd]), so each product is batched over
-    (B, KV) without copying the keys per head."""
+    The G query heads sharing a KV head are stacked along the query axis ([B, KV, G*T, hd]) so each score
+    product is one batched matmul per KV head (also the form XLA compiles fastest)."""
     b, t, h, hd = q.shape
-    kv = k.shape[2]
+    s, kv = k.shape[1], k.shape[2]
     g = h // kv
-    qg = q.reshape(b, t, kv, g, hd)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q.dtype),
-                        preferred_element_type=jnp.float32) * (hd ** -0.5)  # [B, KV, G, T, S]
-    scores = jnp.where(mask[:, None, None], scores, _NEG)
+    qg = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)  # [B, KV, G*T, hd]
+    kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, S, hd]
+    vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt, preferred_element_type=jnp.float32) * (hd ** -0.5)
+    if mask.shape[1] == 1:
+        scores = jnp.where(mask[:, None], scores, _NEG)  # one mask row for every query
+    else:
+        scores = jnp.where(mask[:, None, None], scores.reshape(b, kv, g, t, s), _NEG).reshape(b, kv, g * t, s)
     top = jnp.max(scores, axis=-1, keepdims=True)
     p = jnp.exp(scores - top)
     denom = jnp.sum(p, axis=-1, keepdims=True)
-    lse = (top + jnp.log(denom))[..., 0]  # [B, KV, G, T]
-    out = jnp.einsum("bkgts,bskd->btkgd", (p / denom).astype(q.dtype), v.astype(q.dtype))
-    return out.reshape(b, t, h, hd), lse.transpose(0, 3, 1, 2).reshape(b, t, h)
+    lse = top[..., 0] + jnp.log(denom[..., 0])  # [B, KV, G*T]
+    out = jnp.einsum("bkqs,bksd->bkqd", (p / denom).astype(q.dtype), vt)  # [B, KV, G*T, hd]
+    out = out.reshape(b, kv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+    return out, lse.reshape(b, kv, g, t).transpose(0, 3, 1, 2).reshape(b, t, h)
+
+
+def _single_key_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The one-key part of a decode step (the new token seeing itself): softmax over one key is 1, so the
+    output is v and the log-sum-exp the score; element-wise, no matmuls. q [B, 1, H, hd], k/v [B, 1, KV, hd]."""
+    b, t, h, hd = q.shape
+    kv = k.shape[2]
+    g = h // kv
+    qg = q.reshape(b, t, kv, g, hd).astype(jnp.float32)
+    score = jnp.sum(qg * k.astype(jnp.float32)[:, :, :, None, :], axis=-1) * (hd ** -0.5)  # [B, 1, KV, G]
+    score = jnp.where(mask[:, :, :1, None], score, _NEG)
+    out = jnp.broadcast_to(v[:, :, :, None, :], (b, t, kv, g, hd)).astype(q.dtype)
+    return out.reshape(b, t, h, hd), score.reshape(b, t, h)
 
 
 def _dpa_part(q, k, v, mask):
@@ -89,7 +107,10 @@ def attend_parts(q: jax.Array, parts: Sequence[tuple[jax.Array, jax.Array, jax.A
         rows = k.shape[0]
         if b % rows:
             raise ValueError(f"attention part with {rows} key rows for {b} query rows")
-        out, lse = part_fn(_fold(q, rows), k, v, mask)
+        if rows == b and t == 1 and k.shape[1] == 1:
+            out, lse = _single_key_part(q, k, v, mask)
+        else:
+            out, lse = part_fn(_fold(q, rows), k, v, mask)
         outs.append(out.reshape(b, t, h, hd))
         lses.append(lse.reshape(b, t, h))
     return merge_parts(outs, lses).reshape(b, t, h * hd).astype(q.dtype)

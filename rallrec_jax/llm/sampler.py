@@ -7,8 +7,9 @@ reads the weights once and each prompt's keys once, not K times. Prompt length, 
 prompt count are bucketed, so a long run compiles a handful of programs only.
 Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then one inverse-CDF
 draw per row keyed by (seed, step): the same seed gives the same samples. The nucleus is found among the
-top CANDIDATES tokens (a full-vocabulary sort costs ~1 s per step on CPU) and falls back to the sort only
-when a row's nucleus is wider.
+top CANDIDATES tokens and falls back to sorting the whole vocabulary only when a row's nucleus is wider.
+Prefix sums are triangular matmuls (`prefix_sum`), not `jnp.cumsum`, whose associative scan costs far more
+to compile than the sampling costs to run.
 """
 from __future__ import annotations
 
@@ -36,12 +37,31 @@ class SampleOutput:
 
 
 CANDIDATES = 64  # top-p nucleus searched among this many top tokens first (full sort only if it is larger)
+_BLOCK = 256  # prefix sums over the vocabulary run in blocks of this many entries
+
+
+def prefix_sum(x: jax.Array) -> jax.Array:
+    """Inclusive cumulative sum over the last axis, [N, C] float32, as triangular matmuls.
+
+    `jnp.cumsum` lowers to an associative scan on CPU/GPU (log2(C) levels of slices: a few hundred ms of
+    compile per call site for the 49,152-token vocabulary); a matmul with a triangular ones matrix is one
+    library call. Above _BLOCK entries the axis is cut into blocks: sums within each block, then block
+    offsets."""
+    n, c = x.shape
+    upper = lambda m, k=0: jnp.asarray(np.triu(np.ones((m, m), np.float32), k), x.dtype)  # noqa: E731 (constants)
+    if c <= _BLOCK:
+        return x @ upper(c)
+    nb = -(-c // _BLOCK)
+    blocks = jnp.pad(x, ((0, 0), (0, nb * _BLOCK - c))).reshape(n, nb, _BLOCK)
+    within = blocks @ upper(_BLOCK)  # [N, nb, BLOCK]
+    offsets = within[..., -1] @ upper(nb, 1)  # [N, nb] sums of earlier blocks
+    return (within + offsets[..., None]).reshape(n, nb * _BLOCK)[:, :c]
 
 
 def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
     """[N, V] logits -> temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf.
 
-    The full-vocabulary reference (it sorts all V logits: slow on CPU); `sample_tokens` uses it only when
+    The full-vocabulary filter (it sorts all V logits: slow on CPU); `sample_tokens` uses it only when
     a nucleus is wider than CANDIDATES tokens.
     """
     logits = logits.astype(jnp.float32) / temperature
@@ -52,7 +72,7 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, t
     if use_top_p:
         sorted_desc = -jnp.sort(-logits, axis=-1)  # [N, V]
         probs = jax.nn.softmax(sorted_desc, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+        before = prefix_sum(probs) - probs  # mass strictly above each token
         keep = before < top_p  # the smallest set whose mass reaches top_p (always >= 1 token)
         threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, neg, logits)
@@ -70,7 +90,7 @@ def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array
         # mass over the whole (top-k filtered) distribution, as in the full filter
         lse = jax.nn.logsumexp(vals if top_k > 0 else logits, axis=-1, keepdims=True)
         probs = jnp.exp(vals - lse)
-        cum = jnp.cumsum(probs, axis=-1)
+        cum = prefix_sum(probs)
         keep = cum - probs < top_p
         covered = (cum[:, -1] >= top_p) | (top_k > 0)
         threshold = jnp.min(jnp.where(keep, vals, jnp.inf), axis=-1, keepdims=True)
@@ -78,31 +98,61 @@ def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array
     return vals, idx, covered
 
 
-def inverse_cdf_sample(logits: jax.Array, key: jax.Array) -> jax.Array:
+def inverse_cdf_sample(logits: jax.Array, key_or_uniform: jax.Array) -> jax.Array:
     """One draw per row from softmax(logits) [N, C] with one uniform per row (cheap on CPU, unlike
-    `jax.random.categorical`'s Gumbel noise over every entry)."""
+    `jax.random.categorical`'s Gumbel noise over every entry); pass a key, or the uniforms [N, 1] in [0, 1)."""
+    if jax.dtypes.issubdtype(key_or_uniform.dtype, jax.dtypes.prng_key):
+        key_or_uniform = jax.random.uniform(key_or_uniform, (logits.shape[0], 1))
     probs = jax.nn.softmax(logits, axis=-1)
-    cdf = jnp.cumsum(probs, axis=-1)
-    u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
+    cdf = prefix_sum(probs)
+    u = key_or_uniform * cdf[:, -1:]
     return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def _nucleus_draw(vals: jax.Array, idx: jax.Array, lse: jax.Array, top_p: jax.Array, u: jax.Array,
+                  use_top_p: bool) -> tuple[jax.Array, jax.Array]:
+    """One draw per row from the top-p filtered distribution, given its top tokens sorted: vals [N, C]
+    (temperature-scaled logits, descending), idx [N, C] their ids, lse [N, 1] the log-normaliser of the
+    whole (top-k filtered) distribution, u [N, 1] uniforms. -> (ids [N], covered [N]: the C tokens hold the
+    whole nucleus). The kept tokens (those at or above `filter_logits`'s threshold) are a prefix of the
+    sorted order, so the filtered CDF is the prefix sum itself: no second sort, no scatter back."""
+    probs = jnp.exp(vals - lse)  # [N, C]
+    cum = prefix_sum(probs)
+    c = vals.shape[-1]
+    if use_top_p:
+        threshold = jnp.min(jnp.where(cum - probs < top_p, vals, jnp.inf), axis=-1, keepdims=True)
+        kept = vals >= threshold  # [N, C], a prefix
+        covered = cum[:, -1] >= top_p
+    else:
+        kept = jnp.ones_like(vals, bool)
+        covered = jnp.ones(vals.shape[:1], bool)
+    n_kept = jnp.sum(kept, axis=-1)
+    mass = jnp.sum(jnp.where(kept, probs, 0.0), axis=-1, keepdims=True)
+    j = jnp.minimum(jnp.sum(cum <= u * mass, axis=-1), n_kept - 1)  # [N]
+    return jnp.take_along_axis(idx, j[:, None], axis=1)[:, 0].astype(jnp.int32), covered
 
 
 def sample_tokens(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int,
                   use_top_p: bool) -> jax.Array:
-    """[N, V] logits -> [N] sampled ids (temperature, then top-k, then top-p, as transformers orders them)."""
+    """[N, V] logits -> [N] sampled ids (temperature, then top-k, then top-p, as transformers orders them).
+
+    One uniform per row serves whichever path runs: the top CANDIDATES tokens, or (a nucleus wider than
+    that, under lax.cond) all V tokens sorted once by top_k."""
+    u = jax.random.uniform(key, (logits.shape[0], 1))
+    z = logits.astype(jnp.float32) / temperature
     if top_k == 0 and not use_top_p:
-        return inverse_cdf_sample(logits.astype(jnp.float32) / temperature, key)
-    vals, idx, covered = candidate_logits(logits, temperature, top_p, top_k, use_top_p)
+        return inverse_cdf_sample(z, u)
+    vals, idx = jax.lax.top_k(z, top_k if top_k > 0 else CANDIDATES)  # sorted descending
+    lse = jax.nn.logsumexp(vals if top_k > 0 else z, axis=-1, keepdims=True)
+    tok, covered = _nucleus_draw(vals, idx, lse, top_p, u, use_top_p)
+    if top_k > 0 or not use_top_p:
+        return tok
 
-    def from_candidates(_):
-        return jnp.take_along_axis(idx, inverse_cdf_sample(vals, key)[:, None], axis=1)[:, 0]
+    def from_full(_):
+        vals, idx = jax.lax.top_k(z, z.shape[-1])
+        return _nucleus_draw(vals, idx, lse, top_p, u, True)[0]
 
-    def from_full(_):  # a nucleus wider than CANDIDATES in some row: sort the whole vocabulary
-        return inverse_cdf_sample(filter_logits(logits, temperature, top_p, top_k, use_top_p), key)
-
-    if top_k > 0:
-        return from_candidates(None)
-    return jax.lax.cond(jnp.all(covered), from_candidates, from_full, None).astype(jnp.int32)
+    return jax.lax.cond(jnp.all(covered), lambda _: tok, from_full, None)
 
 
 def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
