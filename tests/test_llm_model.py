@@ -103,6 +103,23 @@ def test_loader_names_bad_tensors(tmp_path):
     extra = {**tensors, "model.layers.0.self_attn.q_norm.weight": np.ones(8, np.float32)}
     with pytest.raises(ValueError, match="q_norm"):
         weights.load_params(abstract(), extra.items())
+    # per-layer tensors go into slices of stacked parameters: a missing layer, a layer past the config's
+    # count and a layer given twice are errors naming the tensor
+    no_layer = {k: v for k, v in tensors.items() if k != "model.layers.1.mlp.down_proj.weight"}
+    with pytest.raises(ValueError, match=r"layers\.mlp\.down_proj\.kernel layers \[1\].*model\.layers\.1\.mlp\.down_proj"):
+        weights.load_params(abstract(), no_layer.items())
+    beyond = {**tensors, "model.layers.2.input_layernorm.weight": np.ones(32, np.float32)}
+    with pytest.raises(ValueError, match=r"model\.layers\.2\.input_layernorm\.weight.*layer 2.*2 layers"):
+        weights.load_params(abstract(), beyond.items())
+    twice = list(tensors.items()) + [("model.layers.0.self_attn.k_proj.weight",
+                                      tensors["model.layers.0.self_attn.k_proj.weight"])]
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight.*twice"):
+        weights.load_params(abstract(), twice)
+    # each layer's tensor lands in its own slice
+    loaded = weights.load_params(abstract(), tensors.items())
+    for i in range(2):
+        np.testing.assert_array_equal(np.asarray(loaded.layers.mlp.up_proj.kernel[...][i]),
+                                      tensors[f"model.layers.{i}.mlp.up_proj.weight"].T)
 
 
 def test_sharded_index_and_mesh_loading_match(tmp_path):
