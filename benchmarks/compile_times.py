@@ -8,7 +8,7 @@ r=8 on q/v, 2 micro-batches of 4 rows of 256 tokens, remat "attention" (the defa
 
 `--baseline DIR` measures the same programs of another checkout (e.g. `git archive main | tar -x -C DIR`) in
 its own process, right before the current code, and prints both columns with their ratio; timings on a
-shared machine are noisy, so compare the ratio, not seconds across runs.
+shared machine are noisy, so compare the ratio, not seconds across runs; CPU seconds move far less than wall.
 
     python benchmarks/compile_times.py [--baseline /tmp/main_copy] [--parts scoring,prefill,decode,train]
 """
@@ -27,12 +27,14 @@ PARTS = ("scoring", "prefill", "decode", "train")
 
 
 def _timed_compile(jitted, *args, **kwargs) -> dict[str, float]:
-    t0 = time.perf_counter()
+    """Seconds of lower + compile: CPU time of this process (all compiler threads; far less sensitive to
+    other users of a shared machine than wall time) and wall time."""
+    c0, t0 = time.process_time(), time.perf_counter()
     lowered = jitted.lower(*args, **kwargs)
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     lowered.compile()
-    t2 = time.perf_counter()
-    return {"lower": t1 - t0, "compile": t2 - t1, "total": t2 - t0}
+    c2, t2 = time.process_time(), time.perf_counter()
+    return {"lower": c1 - c0, "compile": c2 - c1, "total": c2 - c0, "wall": t2 - t0}
 
 
 def measure(parts: list[str]) -> dict[str, dict[str, float]]:
@@ -125,14 +127,15 @@ def main() -> None:
     base = run_child(pathlib.Path(args.baseline).resolve(), parts) if args.baseline else None
     cur = run_child(ROOT, parts)
     if base is None:
-        print(f"{'program':32s} {'lower s':>8s} {'compile s':>10s} {'total s':>8s}")
+        print(f"{'program':32s} {'lower':>7s} {'compile':>8s} {'total':>7s} {'wall':>7s}   (CPU seconds)")
         for name, t in cur.items():
-            print(f"{name:32s} {t['lower']:8.2f} {t['compile']:10.2f} {t['total']:8.2f}")
+            print(f"{name:32s} {t['lower']:7.2f} {t['compile']:8.2f} {t['total']:7.2f} {t['wall']:7.2f}")
         return
-    print(f"{'program':32s} {'before s':>9s} {'after s':>8s} {'ratio':>7s}   (lower + compile, before: {args.baseline})")
+    print(f"{'program':32s} {'before':>7s} {'after':>7s} {'ratio':>6s} {'wall before':>12s} {'after':>6s}"
+          f"   (lower + compile, CPU seconds; before: {args.baseline})")
     for (name, after), (bname, before) in zip(cur.items(), base.items()):
-        print(f"{name:32s} {before['total']:9.2f} {after['total']:8.2f} {before['total'] / after['total']:6.1f}x"
-              + ("" if bname == name else f"   (before: {bname})"))
+        print(f"{name:32s} {before['total']:7.2f} {after['total']:7.2f} {before['total'] / after['total']:5.2f}x "
+              f"{before['wall']:12.2f} {after['wall']:6.2f}" + ("" if bname == name else f"   (before: {bname})"))
 
 
 if __name__ == "__main__":

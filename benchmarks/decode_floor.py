@@ -1,9 +1,10 @@
 """Decode ms/step of the jitted sampler against the memory-bandwidth floor, SmolLM2-135M-Instruct float32.
 
 A decode step of a batch of B rows must read every weight once (the tied embedding too: it is the head) and
-the whole KV cache once (the attention reads all S allocated slots, masked). Floor = those bytes / this
-machine's measured memory bandwidth, measured in the same run (the best of a jitted large-array sum, a
-jitted large-array copy and a large matrix-times-few-rows product, which is what decode's matmuls are).
+the KV cache it holds once (the attention reads all allocated slots, masked; with the prompt prefix shared
+by the K samples that is P*Lp + P*K*G slots, not P*K*(Lp+G)). Floor = those bytes / this machine's memory
+bandwidth, measured in the same run (the best of a jitted large-array sum, an in-place add and a one-row
+matrix product over a 128 MiB weight).
 
 Shapes: reasoning prompts (a CTR prompt with a 20-movie history, chat-templated, ~300 tokens) at
 P=4 x K=5 and P=10 x K=3 samples, and a single row (P=1, K=1); 128 new tokens, every step run (the stop id
@@ -51,20 +52,25 @@ def median_seconds(fn, reps: int) -> float:
 
 
 def bandwidth(reps: int) -> dict[str, float]:
-    """GB/s of reading (and, for the copy, writing) arrays far larger than the caches."""
+    """GB/s of streaming arrays far larger than the caches: a jitted sum (read), an in-place add into a donated
+    buffer (read + write, no fresh pages to fault in) and a one-row matrix product (decode's matmul at batch 1)."""
     n = 128 * 2 ** 20  # 512 MiB of float32
-    x = jnp.arange(n, dtype=jnp.float32)
+    box = [jnp.ones((n,), jnp.float32)]
     total = jax.jit(jnp.sum)
-    copy = jax.jit(lambda a: a * 1.0001)
-    w = jnp.ones((576, n // 576 // 4), jnp.float32)  # 128 MiB weight read by 20 rows (decode's matmul shape)
-    rows = jnp.ones((20, 576), jnp.float32)
+    add = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+
+    def add_in_place():
+        box[0] = add(box[0])
+        box[0].block_until_ready()
+
+    w = jnp.ones((576, n // 576 // 4), jnp.float32)  # 128 MiB weight
+    row = jnp.ones((1, 576), jnp.float32)
     matvec = jax.jit(lambda r, w: r @ w)
-    out = {
-        "sum": x.nbytes / median_seconds(lambda: total(x).block_until_ready(), reps) / 1e9,
-        "copy": 2 * x.nbytes / median_seconds(lambda: copy(x).block_until_ready(), reps) / 1e9,
-        "matmul 20 rows": w.nbytes / median_seconds(lambda: matvec(rows, w).block_until_ready(), reps) / 1e9,
+    return {
+        "sum": 4 * n / median_seconds(lambda: total(box[0]).block_until_ready(), reps) / 1e9,
+        "in-place add": 8 * n / median_seconds(add_in_place, reps) / 1e9,
+        "1-row matmul": w.nbytes / median_seconds(lambda: matvec(row, w).block_until_ready(), reps) / 1e9,
     }
-    return out
 
 
 def main() -> None:
@@ -100,11 +106,13 @@ def main() -> None:
         p, k = (int(v) for v in shape.split("x"))
         prompts = tk.encode(tok, [tk.chat_prompt(tok, prompt_text(i)) for i in range(p)])
         lp = bucket_length(max(map(len, prompts)))
-        p_pad = 1 << (p - 1).bit_length()
+        p_pad = getattr(sampler_lib, "prompt_count_bucket", lambda n: 1 << (n - 1).bit_length())(p)
         tokens, mask = pad_batch(prompts + [prompts[0]] * (p_pad - p), lp, int(tok.pad_token_id), side="left")
         tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
         rows = p_pad * k
-        kv_bytes = 2 * cfg.num_layers * rows * (lp + gen) * cfg.num_kv_heads * cfg.head_dim * 4
+        cache = jax.eval_shape(lambda t, m: sampler_lib._prefill(graphdef, state, t, m, mesh=None, num_samples=k,
+                                                                gen_len=gen)[0], tokens, mask)
+        kv_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))  # what a step's attention reads
         floor_ms = (param_bytes + kv_bytes) / (best * 1e9) * 1e3
         for mode in args.modes.split(","):
             greedy = mode == "greedy"
