@@ -61,8 +61,8 @@ def prefix_sum(x: jax.Array) -> jax.Array:
 def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
     """[N, V] logits -> temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf.
 
-    The full-vocabulary filter (it sorts all V logits: slow on CPU); `sample_tokens` uses it only when
-    a nucleus is wider than CANDIDATES tokens.
+    The definition of the distribution `sample_tokens` draws from (which never materialises it: it takes the
+    top CANDIDATES tokens, or all V sorted by top_k when the nucleus is wider); tests hold the two together.
     """
     logits = logits.astype(jnp.float32) / temperature
     neg = jnp.finfo(jnp.float32).min
@@ -80,8 +80,9 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, t
 
 
 def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
-    """The same filter restricted to the top C tokens: (logits [N, C] with the rest at -inf, token ids [N, C],
-    covered [N]). `covered` is False where the nucleus may extend beyond the C candidates."""
+    """`filter_logits` restricted to the top C tokens: (logits [N, C] with the rest at -inf, token ids [N, C],
+    covered [N]). `covered` is False where the nucleus may extend beyond the C candidates (`sample_tokens`
+    makes the same test in `_nucleus_draw`)."""
     logits = logits.astype(jnp.float32) / temperature
     c = top_k if top_k > 0 else CANDIDATES
     vals, idx = jax.lax.top_k(logits, c)  # sorted descending
