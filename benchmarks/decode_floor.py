@@ -23,7 +23,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 MOVIES = ["Toy Story (1995)", "Heat (1995)", "GoldenEye (1995)", "Casino (1995)", "Sabrina (1995)",
