@@ -27,6 +27,7 @@ LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "head_dim": None,
     "vocab": "tensor",
     "lora_rank": None,
+    "layers": None,  # the stacked decoder blocks' leading axis: every device holds every layer's slice
     "users": ("data", "fsdp"),
     "items": None,
     "features": None,

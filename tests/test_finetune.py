@@ -21,6 +21,7 @@ from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model, positions_from_mask
+from tests.unrolled import unrolled_hidden
 
 SMALL = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                   head_dim=8, max_position_embeddings=512, tie_word_embeddings=True)
@@ -104,9 +105,8 @@ def test_only_answer_tokens_contribute_to_the_loss():
 
 
 def _unrolled_answer_logits(model, batch):
-    """The model's own forward (blocks unrolled in Python): the reference for the scanned training forward."""
-    hidden = model(batch["tokens"], positions_from_mask(batch["mask"]), batch["mask"].astype(bool),
-                   return_hidden=True)
+    """A Python loop over the per-layer slices of the stacked blocks: the reference for the training scan."""
+    hidden = unrolled_hidden(model, batch["tokens"], positions_from_mask(batch["mask"]), batch["mask"])
     h = jnp.take_along_axis(hidden, batch["ans_pos"][..., None].astype(jnp.int32), axis=1)
     return model.head(h)
 
@@ -133,8 +133,8 @@ def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
 
 
 def test_scanned_forward_draws_the_unrolled_dropout_masks():
-    """Each block keeps its own RNG stream through the stacking: with dropout on, the scanned training forward
-    equals the unrolled one draw for draw (and differs from the dropout-free forward, so masks are applied)."""
+    """Each layer slice keeps its own RNG stream in the stacked adapters: with dropout on, the scanned training
+    forward equals the loop over layer slices draw for draw (and differs from the dropout-free forward, so masks are applied)."""
     model = lora_model(SMALL, dropout=0.5)
     batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
     model.train()

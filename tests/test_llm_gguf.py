@@ -84,3 +84,18 @@ def test_yes_probability_matches_transformers(smollm2):
             assert abs(p_plain[i] - want_plain) < 1e-4, (padding_side, p_plain[i], want_plain)
             assert abs(p_double[i] - want_double) < 1e-5
     assert ((p_double > 0.2689) & (p_double < 0.7311)).all()
+
+
+def test_prefix_shared_trace_scores_equal_whole_trace_scores(smollm2):
+    """Real SmolLM2: reasoning traces of two prompts scored against one prefill per prompt equal the scores of
+    each whole scored sequence."""
+    from rallrec_jax.reasoning import traces
+
+    _, ours, tok, _ = smollm2
+    prompts = [QUESTIONS[1], QUESTIONS[0], QUESTIONS[1]]
+    texts = ["The Lion King is an animated Disney film like the other two.</think>\n\nYes",
+             "A cat in a kitchen, whiskers twitching.", "The user likes animation, so maybe."]
+    shared = traces.TraceScorer(ours, tok, batch_size=4).score(prompts, texts)
+    whole = traces.TraceScorer(ours, tok, batch_size=4, prefix_shared=False).score(prompts, texts)
+    np.testing.assert_allclose(shared["softmax"], whole["softmax"], atol=1e-5)
+    np.testing.assert_allclose(shared["double_softmax"], whole["double_softmax"], atol=1e-5)

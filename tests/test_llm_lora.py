@@ -46,11 +46,14 @@ def test_defaults_target_q_and_v_and_start_as_identity():
     want = base(TOKENS, POS)
     model = apply_lora(base, LoraConfig())
     paths = lora_paths(model)
-    assert len(paths) == CFG.num_layers * 2 * 2
+    assert len(paths) == 2 * 2  # (A, B) of q_proj and v_proj, each stacked over the layers
     assert all(".q_proj." in p or ".v_proj." in p for p in paths)
-    assert isinstance(model.layers[0].attn.q_proj, LoraDense)
-    assert not isinstance(model.layers[0].attn.k_proj, LoraDense)
-    assert model.layers[0].attn.q_proj.scale == 2.0  # alpha / r = 16 / 8
+    q = model.layers.attn.q_proj
+    assert isinstance(q, LoraDense) and not isinstance(model.layers.attn.k_proj, LoraDense)
+    assert q.lora_a[...].shape == (CFG.num_layers, CFG.hidden_size, 8)  # [N, in, r]
+    assert q.lora_b[...].shape == (CFG.num_layers, 8, CFG.num_heads * CFG.head_dim)  # [N, r, out]
+    assert q.lora_a.get_metadata()["logical_axes"] == ("layers", "embed", "lora_rank")
+    assert q.scale == 2.0  # alpha / r = 16 / 8
     np.testing.assert_array_equal(np.asarray(model(TOKENS, POS)), np.asarray(want))
     with pytest.raises(ValueError, match="match no Dense"):
         apply_lora(create_model(CFG), LoraConfig(targets=("nonexistent",)))

@@ -103,6 +103,23 @@ def test_loader_names_bad_tensors(tmp_path):
     extra = {**tensors, "model.layers.0.self_attn.q_norm.weight": np.ones(8, np.float32)}
     with pytest.raises(ValueError, match="q_norm"):
         weights.load_params(abstract(), extra.items())
+    # per-layer tensors go into slices of stacked parameters: a missing layer, a layer past the config's
+    # count and a layer given twice are errors naming the tensor
+    no_layer = {k: v for k, v in tensors.items() if k != "model.layers.1.mlp.down_proj.weight"}
+    with pytest.raises(ValueError, match=r"layers\.mlp\.down_proj\.kernel layers \[1\].*model\.layers\.1\.mlp\.down_proj"):
+        weights.load_params(abstract(), no_layer.items())
+    beyond = {**tensors, "model.layers.2.input_layernorm.weight": np.ones(32, np.float32)}
+    with pytest.raises(ValueError, match=r"model\.layers\.2\.input_layernorm\.weight.*layer 2.*2 layers"):
+        weights.load_params(abstract(), beyond.items())
+    twice = list(tensors.items()) + [("model.layers.0.self_attn.k_proj.weight",
+                                      tensors["model.layers.0.self_attn.k_proj.weight"])]
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.self_attn\.k_proj\.weight.*twice"):
+        weights.load_params(abstract(), twice)
+    # each layer's tensor lands in its own slice
+    loaded = weights.load_params(abstract(), tensors.items())
+    for i in range(2):
+        np.testing.assert_array_equal(np.asarray(loaded.layers.mlp.up_proj.kernel[...][i]),
+                                      tensors[f"model.layers.{i}.mlp.up_proj.weight"].T)
 
 
 def test_sharded_index_and_mesh_loading_match(tmp_path):
@@ -113,8 +130,8 @@ def test_sharded_index_and_mesh_loading_match(tmp_path):
     mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     a = weights.load_hf(folder)
     b = weights.load_hf(tmp_path / "sharded", mesh=mesh)
-    q = b.layers[0].attn.q_proj.kernel[...]
-    assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    q = b.layers.attn.q_proj.kernel[...]  # [N_layers, D, H*hd]: the layer axis is never sharded
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     tokens = jnp.arange(24).reshape(2, 12) % TINY["vocab_size"]
     pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
     np.testing.assert_allclose(np.asarray(a(tokens, pos)), np.asarray(b(tokens, pos)), atol=1e-5)
@@ -139,7 +156,7 @@ def test_bfloat16_params_and_compute(tmp_path):
     torch_model, folder = _save_tiny(tmp_path, "qwen2", tie_word_embeddings=False)
     f32 = weights.load_hf(folder)
     bf16 = weights.load_hf(folder, param_dtype="bfloat16", dtype="bfloat16")
-    assert bf16.layers[0].attn.q_proj.kernel[...].dtype == jnp.bfloat16
+    assert bf16.layers.attn.q_proj.kernel[...].dtype == jnp.bfloat16
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, 97, size=(2, 20)))
     pos = jnp.broadcast_to(jnp.arange(20), (2, 20))
     a, b = np.asarray(f32(tokens, pos)), np.asarray(bf16(tokens, pos))

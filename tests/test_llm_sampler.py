@@ -7,7 +7,8 @@ from flax import nnx
 
 from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
-from rallrec_jax.llm.model import create_model, shard_model
+from rallrec_jax.llm.model import create_model
+from rallrec_jax.llm.sharding import shard_model
 from rallrec_jax.llm import sampler as sampler_lib
 from rallrec_jax.llm.sampler import CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
 
@@ -122,8 +123,8 @@ def test_sharded_sampling_equals_single_device():
     want_sampled = single(PROMPTS, max_new_tokens=8, num_samples=3, temperature=0.8, seed=5).tokens
     mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     sharded_model = shard_model(sharp_model(), mesh)
-    kernel = sharded_model.layers[0].mlp.up_proj.kernel[...]
-    assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    kernel = sharded_model.layers.mlp.up_proj.kernel[...]  # [N_layers, D, F]: the layer axis is never sharded
+    assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
     sharded = Sampler(sharded_model, eos_ids=(63,), pad_id=0, mesh=mesh)
     assert sharded(PROMPTS, max_new_tokens=8).tokens == want_greedy
     assert sharded(PROMPTS, max_new_tokens=8, num_samples=3, temperature=0.8, seed=5).tokens == want_sampled

@@ -6,8 +6,9 @@ from flax import nnx
 
 from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
-from rallrec_jax.llm.model import create_model, shard_model
+from rallrec_jax.llm.model import create_model
 from rallrec_jax.llm.scoring import Scorer, last_real_index
+from rallrec_jax.llm.sharding import shard_model
 from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -57,6 +58,24 @@ def test_sharded_scorer_equals_single_device(model):
     mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     sharded = Scorer(shard_model(create_model(CFG, seed=0), mesh), pad_id=0, batch_size=4, mesh=mesh)
     np.testing.assert_allclose(sharded.yes_probability(SEQS, 7, 9), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("mesh_shape", [None, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_prefix_shared_logits_equal_scoring_each_whole_sequence(model, mesh_shape):
+    """R continuations scored against one prefill of their prefix = each prefix + continuation scored as one
+    sequence by the plain forward (groups of different sizes, lengths across buckets, dummy rows padded in)."""
+    rng = np.random.default_rng(5)
+    prefixes = [rng.integers(1, 64, size=n).tolist() for n in (9, 3, 20, 14, 6)]
+    groups = [[rng.integers(1, 64, size=int(rng.integers(1, 30))).tolist() for _ in range(r)] for r in (3, 1, 4, 2, 3)]
+    mesh = None if mesh_shape is None else parallel.make_mesh(mesh_shape)
+    m = model if mesh is None else shard_model(create_model(CFG, seed=0), mesh)
+    scorer = Scorer(m, pad_id=0, batch_size=6, mesh=mesh)
+    got = scorer.prefix_shared_logits(prefixes, groups)
+    want = Scorer(model, pad_id=0, batch_size=4).next_token_logits([p + c for p, g in zip(prefixes, groups) for c in g])
+    assert [len(x) for x in got] == [len(g) for g in groups]
+    np.testing.assert_allclose(np.concatenate(got), want, atol=1e-5)
+    with pytest.raises(ValueError, match="prefix 1"):
+        scorer.prefix_shared_logits(prefixes[:2], [groups[0], []])
 
 
 def test_helpers():

@@ -117,6 +117,19 @@ def test_trace_score_equals_the_plain_forward_on_the_concatenated_text(model, to
     assert abs(got["softmax"][0] - got["softmax"][1]) > 1e-6  # the trace matters
 
 
+def test_prefix_shared_trace_scores_equal_whole_trace_scores(model, tokenizer):
+    """K traces of a prompt scored against one prefill of its opening = each opening + trace as one sequence
+    (two prompts, 3 and 2 traces, interleaved in the aligned lists)."""
+    prompts = [PROMPT, PROMPT + " Hm.", PROMPT, PROMPT + " Hm.", PROMPT]
+    trace_texts = ["I think so.</think>\n\nYes", "Maybe not, the user dislikes action", "Heat is a crime film.",
+                   "no idea", "She rated Toy Story 5 stars, so probably yes.</think>\n\nYes"]
+    shared = traces.TraceScorer(model, tokenizer, batch_size=4).score(prompts, trace_texts)
+    whole = traces.TraceScorer(model, tokenizer, batch_size=4, prefix_shared=False).score(prompts, trace_texts)
+    for key in ("softmax", "double_softmax"):
+        np.testing.assert_allclose(shared[key], whole[key], atol=1e-5)
+    assert len(set(np.round(shared["softmax"], 6))) == 5  # every trace scored on its own
+
+
 def test_score_rejects_misaligned_inputs(model, tokenizer):
     with pytest.raises(ValueError, match="prompt texts"):
         traces.TraceScorer(model, tokenizer).score([PROMPT], ["a", "b"])

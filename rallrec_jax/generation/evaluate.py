@@ -23,8 +23,9 @@ from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
-from rallrec_jax.llm.model import Llm, shard_model
+from rallrec_jax.llm.model import Llm
 from rallrec_jax.llm.scoring import Scorer
+from rallrec_jax.llm.sharding import shard_model
 
 
 def score_examples(model: Llm, tokenizer, examples: Sequence[ex_lib.Example], *, batch_size: int = 8,

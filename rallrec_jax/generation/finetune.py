@@ -46,7 +46,8 @@ from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.llm import lora as lora_lib
-from rallrec_jax.llm.model import Llm, param_shardings, positions_from_mask, rope_cos_sin, shard_model
+from rallrec_jax.llm.model import REMAT, Llm, positions_from_mask
+from rallrec_jax.llm.sharding import param_shardings, shard_model
 from rallrec_jax.llm.tokenizer import bucket_length
 
 BATCH_KEYS = ("tokens", "mask", "ans_pos", "ans_tok", "ans_w")
@@ -102,48 +103,11 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Arra
     return jnp.sum((logz - picked) * weights)
 
 
-REMAT = ("none", "attention", "full")
-
-
 def decoder_hidden(model: Llm, tokens: jax.Array, mask: jax.Array, remat: str = "none") -> jax.Array:
-    """Final-normed hidden states [B, L, D] of a no-cache forward: the blocks run as one `lax.scan`.
-
-    Why a scan: with 30 unrolled blocks XLA's CPU scheduler hoists the recomputation of every checkpointed
-    block to the start of the backward pass, so remat saved nothing (5.6 GB temp with "full", more than
-    without). Scanned, the backward recomputes one block per iteration and only the [B, L, D] carry per block
-    is stored; the program is also 30x smaller to compile. The per-block states are stacked at trace time
-    ([N_layers, ...] leaves; the frozen weights are copied once per step, ~0.4 GB for SmolLM2).
-
-    remat: "none" keeps every intermediate; "attention" keeps the projection matmuls
-    (`dots_with_no_batch_dims_saveable`) and recomputes the attention scores/probabilities and element-wise
-    ops; "full" keeps only each block's input. Same numbers as `model.hidden_states` (see tests): each block
-    keeps its own dropout RNG stream, so the dropout masks are those of the unrolled forward.
-    """
-    if remat not in REMAT:
-        raise ValueError(f"finetune.remat={remat!r} must be one of {REMAT}")
-    positions = positions_from_mask(mask)
-    cfg = model.config
-    l = tokens.shape[1]
-    causal = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]  # [L, L]
-    full_mask = causal[None] & mask.astype(bool)[:, None, :]  # [B, L, L]
-    cos, sin = rope_cos_sin(cfg, positions, cfg.jnp_dtype)
-    x = jnp.take(model.embedding[...], tokens, axis=0).astype(cfg.jnp_dtype)  # [B, L, D]
-    graphdef = nnx.graphdef(model.layers[0])
-    if any(nnx.graphdef(layer) != graphdef for layer in model.layers[1:]):
-        raise ValueError("decoder_hidden scans the blocks, which needs every block to have the same structure "
-                         "(apply LoRA to the same modules of every layer)")
-    # [N_layers, ...] per leaf. RNG-stream count updates made inside a block are dropped: each stream is used
-    # once per forward, and the step re-keys every stream per micro-batch (`reseeded`).
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(layer) for layer in model.layers])
-
-    def block(h, state):  # h [B, L, D] -> [B, L, D]
-        return nnx.merge(graphdef, state)(h, cos, sin, full_mask, None, jnp.int32(0), True)[0], None
-
-    if remat != "none":
-        policy = None if remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-        block = jax.checkpoint(block, policy=policy, prevent_cse=False)  # the scan already stops CSE
-    x, _ = jax.lax.scan(block, x, stacked)
-    return model.final_norm(x)
+    """Final-normed hidden states [B, L, D] of the training forward: the model's layer scan (built once, at
+    load) with per-block rematerialisation `remat` ("none" | "attention" | "full", see
+    `Llm.hidden_states`); each block slice keeps its own dropout RNG stream."""
+    return model.hidden_states(tokens, positions_from_mask(mask), mask.astype(bool), remat=remat)
 
 
 def answer_logits(model: Llm, batch: Mapping[str, jax.Array], remat: str = "none") -> jax.Array:
@@ -207,11 +171,19 @@ def optimizer(settings: TrainSettings, total_steps: int) -> optax.GradientTransf
 # ----------------------------------------------------------------------------- trainer
 def reseeded(rng_state: nnx.State, key: jax.Array) -> nnx.State:
     """The model's RNG streams (dropout) with key_i = fold_in(key, i) and counts 0: a fresh, deterministic
-    draw for every micro-batch, independent of how many steps ran before (so resuming is exact)."""
+    draw for every micro-batch, independent of how many steps ran before (so resuming is exact). A stacked
+    stream (one key per layer, [N]) gets fold_in(key_i, layer) per layer."""
     leaves, treedef = jax.tree.flatten(rng_state)
-    new = [jax.random.fold_in(key, i) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else jnp.zeros_like(x)
-           for i, x in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, new)
+
+    def one(i, x):
+        if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jnp.zeros_like(x)
+        k = jax.random.fold_in(key, i)
+        if not x.shape:
+            return k
+        return jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(x.size)).reshape(x.shape)
+
+    return jax.tree.unflatten(treedef, [one(i, x) for i, x in enumerate(leaves)])
 
 
 class Trainer:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2")
+ATTENTION_IMPLS = ("auto", "einsum", "dot_product")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -51,6 +52,9 @@ class LlmConfig:
     dtype: str = "float32"  # compute dtype
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
+    # "auto": cuDNN flash attention (jax.nn.dot_product_attention) on GPU where dtype and head size allow,
+    # else the query-chunked einsums; "einsum" or "dot_product" force one (see llm/attention.py).
+    attention_impl: str = "auto"
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -60,6 +64,8 @@ class LlmConfig:
                 raise ValueError(f"{field}={getattr(self, field)!r} not in {sorted(_DTYPES)}")
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"model_type={self.model_type!r} not in {SUPPORTED_MODEL_TYPES}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl={self.attention_impl!r} not in {ATTENTION_IMPLS}")
 
     @property
     def jnp_param_dtype(self):

@@ -6,10 +6,16 @@ and B zero, so a fresh adapter leaves the model unchanged. A and B are `nnx.LoRA
 subclasses Param, train with `wrt=nnx.LoRAParam` (a `wrt=nnx.Param` optimizer would also move the base).
 Dropout follows the module's train/eval mode (`model.train()`, `model.eval()`); `apply_lora` leaves the
 model in eval mode. `merge_lora` folds the adapters into the base kernels for inference.
+
+Stacked decoder blocks (`llm/model.py`): a target inside `model.layers` has a kernel [N, in, out], so its
+adapters are stacked the same way, lora_a [N, in, r] and lora_b [N, r, out] (logical axis "layers"), and
+its dropout holds N RNG streams, one per layer: the layer scan runs each layer's slice with its own
+stream, exactly as a Python loop over the slices would.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Sequence
 
@@ -40,15 +46,23 @@ class LoraDense(nnx.Module):
     def __init__(self, base: Dense, cfg: LoraConfig, *, rngs: nnx.Rngs):
         self.base = base
         self.scale = cfg.alpha / cfg.rank
-        in_axis, out_axis = base.kernel.get_metadata().get("logical_axes") or (None, None)
-        dtype = base.kernel.get_value().dtype
+        kernel = base.kernel.get_value()
+        lead = tuple(kernel.shape[:-2])  # (N_layers,) for a stacked block's Dense, () otherwise
+        axes = base.kernel.get_metadata().get("logical_axes") or (None,) * kernel.ndim
+        lead_axes, (in_axis, out_axis) = tuple(axes[:-2]), tuple(axes[-2:])
+        dtype = kernel.dtype
         bound = 1.0 / (base.in_features ** 0.5)
         self.lora_a = nnx.LoRAParam(
-            jax.random.uniform(rngs.params(), (base.in_features, cfg.rank), dtype, -bound, bound),
-            logical_axes=(in_axis, "lora_rank"))
-        self.lora_b = nnx.LoRAParam(jnp.zeros((cfg.rank, base.out_features), dtype),
-                                    logical_axes=("lora_rank", out_axis))
-        self.dropout = nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
+            jax.random.uniform(rngs.params(), lead + (base.in_features, cfg.rank), dtype, -bound, bound),
+            logical_axes=lead_axes + (in_axis, "lora_rank"))
+        self.lora_b = nnx.LoRAParam(jnp.zeros(lead + (cfg.rank, base.out_features), dtype),
+                                    logical_axes=lead_axes + ("lora_rank", out_axis))
+        if lead:  # one stream per layer slice: key [N] from one draw of the dropout stream, counts [N]
+            self.dropout = nnx.Dropout(cfg.dropout, deterministic=True)
+            keys = jax.random.split(rngs["dropout"](), math.prod(lead)).reshape(lead)
+            self.dropout.rngs = nnx.RngStream(keys, tag="dropout")
+        else:
+            self.dropout = nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = self.base.dtype
@@ -59,7 +73,7 @@ class LoraDense(nnx.Module):
         """A plain Dense with kernel W + scale * A @ B (same variables otherwise)."""
         kernel = self.base.kernel
         a, b = self.lora_a[...].astype(jnp.float32), self.lora_b[...].astype(jnp.float32)
-        new = kernel.get_value().astype(jnp.float32) + self.scale * (a @ b)
+        new = kernel.get_value().astype(jnp.float32) + self.scale * (a @ b)  # [N,] in, out
         self.base.kernel = nnx.Param(new.astype(kernel.get_value().dtype), **kernel.get_metadata())
         return self.base
 

@@ -1,29 +1,53 @@
 """Flax NNX decoder for the Llama family (Llama 2/3/3.1, SmolLM2, DeepSeek-R1-Distill-Llama) and Qwen2.
 
-RMSNorm, rotate-half RoPE (incl. llama3 scaling), grouped-query attention with an optional preallocated
-KV cache, SwiGLU MLP, tied or untied head. Every parameter carries `logical_axes` metadata ("vocab",
-"embed", "heads", "kv_heads", "mlp"); `param_shardings` maps them through `rallrec_jax.parallel` so the
-same model runs on one device or on a (data, fsdp, tensor) mesh.
+RMSNorm, rotate-half RoPE (incl. llama3 scaling), grouped-query attention (`llm/attention.py`), SwiGLU MLP,
+tied or untied head. Every parameter carries `logical_axes` metadata ("vocab", "embed", "heads",
+"kv_heads", "mlp", "layers"); `llm/sharding.py` maps them through `rallrec_jax.parallel` so the same model
+runs on one device or on a (data, fsdp, tensor) mesh.
 
-Masks and positions are explicit: `attention_mask[B, S]` marks real key slots (S = L without a cache,
-S = cache length with one) and `positions[B, L]` the rotary positions, so left and right padding both work.
+The N decoder blocks are ONE `Block` whose every parameter has a leading layer axis ([N, ...], logical
+axis "layers", never sharded), made with `nnx.vmap` over split RNG streams, and every forward runs them
+with one `jax.lax.scan`: a new shape compiles one block instead of N (30 for SmolLM2, 32 for an 8B Llama).
+
+Masks and positions are explicit: `attention_mask[B, L]` marks real tokens and `positions[B, L]` the rotary
+positions, so left and right padding both work. Three forwards:
+
+* `hidden_states`: no cache (scoring, pooling, training with `remat`; `return_kv` also hands back every
+  layer's keys and values, which is a prompt's prefill);
+* `extend`: a chunk that also attends to cached key sets (`KVCache`): a prompt prefix shared by K
+  continuations (never repeated per row) and the tokens generated so far. It returns the chunk's own
+  keys/values, which the caller writes into its cache with one in-place update after the layer scan (the
+  scan only reads the caches, so XLA needs no copy of them);
+* `head`: float32 logits.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from rallrec_jax import parallel
+from rallrec_jax.llm import attention
 from rallrec_jax.llm.config import LlmConfig, rope_inv_freq
+from rallrec_jax.llm.sharding import param_shardings
 
-KVCache = tuple[tuple[jax.Array, jax.Array], ...]  # per layer (k, v), each [B, S, KV, head_dim]
+LAYER_AXIS = "layers"
+CACHE_AXES = (LAYER_AXIS, "batch", "length", "kv_heads", "head_dim")
+REMAT = ("none", "attention", "full")
 
 _INIT = jax.nn.initializers.normal(stddev=0.02)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of every layer, k/v [N_layers, B, S, KV, head_dim], and mask [B, S] (True = a real
+    key slot). Layer-major so the layer scan reads one contiguous [B, S, KV, hd] slice per layer."""
+
+    k: jax.Array
+    v: jax.Array
+    mask: jax.Array
 
 
 class Dense(nnx.Module):
@@ -74,27 +98,8 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
 
 
-ATTN_CHUNK = 128  # query rows per attention block in prefill / full-sequence passes
-
-
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """q [B, l, H, hd], k/v [B, s, KV, hd], mask [B, l, s] -> [B, l, H*hd]; grouped-query softmax attention.
-
-    The G query heads sharing a KV head are stacked along the query axis ([B, KV, G*l, hd]) so each score
-    product is one batched matmul per KV head; softmax runs in float32.
-    """
-    b, l, h, hd = q.shape
-    s, kv = k.shape[1], k.shape[2]
-    g = h // kv
-    qg = q.reshape(b, l, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * l, hd)  # [B, KV, G*l, hd]
-    kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, s, hd]
-    vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
-    scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt).astype(jnp.float32) * (hd ** -0.5)
-    scores = scores.reshape(b, kv, g, l, s)
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * l, s)
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, vt).reshape(b, kv, g, l, hd)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h * hd)
+# One layer's view of a cached key set: (k [B', S, KV, hd], v, mask [B', 1, S]).
+Context = tuple[jax.Array, jax.Array, jax.Array]
 
 
 class Attention(nnx.Module):
@@ -107,29 +112,20 @@ class Attention(nnx.Module):
         self.o_proj = Dense(h * hd, d, ("heads", "embed"), use_bias=cfg.o_bias, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                 cache: tuple[jax.Array, jax.Array] | None, cache_index: jax.Array | None,
-                 causal_prefix: bool = False):
-        """causal_prefix (static): query i sits at key slot i (no cache, or a cache written from slot 0)."""
+                 contexts: Sequence[Context] = (), impl: str = "einsum"):
+        """x [B, L, D]; mask [B, L, L] over the chunk itself (query i at key slot i); contexts: cached key
+        sets every query also sees. -> (out [B, L, D], (k, v) [B, L, KV, hd] of the chunk)."""
         cfg = self.cfg
         b, l, _ = x.shape
         h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = apply_rope(self.q_proj(x).reshape(b, l, h, hd), cos, sin)  # [B, L, H, hd]
         k = apply_rope(self.k_proj(x).reshape(b, l, kv, hd), cos, sin)  # [B, L, KV, hd]
         v = self.v_proj(x).reshape(b, l, kv, hd)
-        if cache is not None:  # write this chunk into the preallocated [B, S, KV, hd] buffers.
-            ck, cv = cache
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
-            cache = (k, v)
-        if causal_prefix and l > ATTN_CHUNK:
-            # Query chunk [i, e) only needs key slots < e (causal): skip the masked upper blocks and keep the
-            # score tensor cache-sized. On CPU this is ~3x faster than one [L, L] block at L = 512.
-            out = jnp.concatenate([_attend(q[:, i:i + ATTN_CHUNK], k[:, :i + ATTN_CHUNK], v[:, :i + ATTN_CHUNK],
-                                           mask[:, i:i + ATTN_CHUNK, :i + ATTN_CHUNK])
-                                   for i in range(0, l, ATTN_CHUNK)], axis=1)
+        if contexts:
+            out = attention.attend_parts(q, [*contexts, (k, v, mask)], impl)
         else:
-            out = _attend(q, k, v, mask)
-        return self.o_proj(out), cache
+            out = attention.attend(q, k, v, mask, impl)
+        return self.o_proj(out), (k, v)
 
 
 class Mlp(nnx.Module):
@@ -144,16 +140,41 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
+    """One decoder layer; in `Llm` its parameters are stacked [N_layers, ...] and it runs per layer slice."""
+
     def __init__(self, cfg: LlmConfig, *, rngs: nnx.Rngs):
         self.input_norm = RMSNorm(cfg.hidden_size, cfg)
         self.attn = Attention(cfg, rngs=rngs)
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg)
         self.mlp = Mlp(cfg, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache, cache_index, causal_prefix=False):
-        a, cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, causal_prefix)
+    def __call__(self, x, cos, sin, mask, contexts: Sequence[Context] = (), impl: str = "einsum"):
+        a, kv = self.attn(self.input_norm(x), cos, sin, mask, contexts, impl)
         x = x + a
-        return x + self.mlp(self.post_attn_norm(x)), cache
+        return x + self.mlp(self.post_attn_norm(x)), kv
+
+
+def stacked_blocks(cfg: LlmConfig, rngs: nnx.Rngs) -> Block:
+    """N blocks as one Block with [N, ...] parameters (each layer initialised from its own RNG split), the
+    leading axis named "layers" in every variable's logical axes."""
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0, axis_size=cfg.num_layers)
+    def make(layer_rngs):
+        return Block(cfg, rngs=layer_rngs)
+
+    blocks = make(rngs)
+    for _, node in nnx.iter_graph(blocks):
+        if isinstance(node, nnx.Variable):
+            add_layer_axis(node)
+    return blocks
+
+
+def add_layer_axis(var: nnx.Variable) -> None:
+    """Prefixes "layers" to a stacked variable's logical axes (nnx.vmap stacks values, not our metadata)."""
+    ndim = len(var.get_value().shape)
+    axes = tuple(var.get_metadata().get("logical_axes") or (None,) * (ndim - 1))
+    if len(axes) == ndim - 1:
+        var.set_metadata(logical_axes=(LAYER_AXIS,) + axes)
 
 
 class Llm(nnx.Module):
@@ -163,117 +184,118 @@ class Llm(nnx.Module):
         self.config = cfg
         self.embedding = nnx.Param(_INIT(rngs.params(), (cfg.vocab_size, cfg.hidden_size), cfg.jnp_param_dtype),
                                    logical_axes=("vocab", "embed"))
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.layers = stacked_blocks(cfg, rngs)
         self.final_norm = RMSNorm(cfg.hidden_size, cfg)
         self.lm_head = (None if cfg.tie_word_embeddings else
                         Dense(cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), use_bias=False, cfg=cfg, rngs=rngs))
 
-    def hidden_states(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None = None,
-                      kv_cache: KVCache | None = None, cache_index: jax.Array | int | None = None):
-        """tokens, positions [B, L]; attention_mask [B, S] (True = real key slot).
+    # ------------------------------------------------------------------ the layer scan
+    def _scan_layers(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+                     contexts: Sequence[KVCache] = (), remat: str = "none", collect_kv: bool = False):
+        """x [B, L, D] through every layer with one lax.scan over the stacked parameters (and the contexts'
+        per-layer keys/values). Returns (x, (k, v) [N, B, L, KV, hd] if collect_kv else None).
 
-        Without a cache S = L and slot i holds token i. With a cache (S = its length) the chunk is written at
-        slots [cache_index, cache_index + L) and a query at slot t sees real keys at slots <= t.
-        Returns (hidden [B, L, D] after the final RMSNorm, updated cache or None).
-        """
+        Each layer slice keeps its own RNG streams (LoRA dropout): their counts come out of the scan and go
+        back into the module, so a Python loop over the layer slices draws the same masks."""
+        cfg = self.config
+        if remat not in REMAT:
+            raise ValueError(f"finetune.remat={remat!r} must be one of {REMAT}")
+        impl = attention.resolve(cfg.attention_impl, cfg.jnp_dtype, cfg.head_dim)
+        graphdef, state = nnx.split(self.layers)
+        for c in contexts:
+            if c.k.shape[0] != cfg.num_layers or x.shape[0] % c.k.shape[1]:
+                raise ValueError(f"KV cache of shape {c.k.shape} does not fit {cfg.num_layers} layers and "
+                                 f"{x.shape[0]} query rows")
+        masks = [c.mask.astype(bool)[:, None, :] for c in contexts]  # [B', 1, S]
+
+        def body(h, xs):
+            layer_state, kvs = xs
+            layer = nnx.merge(graphdef, layer_state)
+            counts = jax.tree.leaves(nnx.state(layer, nnx.RngCount))
+            parts = [(k, v, m) for (k, v), m in zip(kvs, masks)]
+            h, kv = layer(h, cos, sin, mask, parts, impl)
+            # Streams drawn from (dropout in train mode) come out with their new counts; untouched ones stay
+            # as they are (the model's state may belong to an outer trace and cannot be written then).
+            drawn = any(a is not b for a, b in zip(jax.tree.leaves(nnx.state(layer, nnx.RngCount)), counts))
+            return h, (kv if collect_kv else None, nnx.state(layer, nnx.RngState) if drawn else None)
+
+        if remat != "none":
+            # Scanned, the backward recomputes one block per iteration and stores only the [B, L, D] carry per
+            # block. (With 30 unrolled blocks XLA's CPU scheduler hoisted every checkpointed block's
+            # recomputation to the start of the backward pass, so remat saved nothing.) "attention" keeps the
+            # projection matmuls and recomputes scores/probabilities and element-wise ops; "full" keeps only
+            # each block's input.
+            policy = None if remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+            body = jax.checkpoint(body, policy=policy, prevent_cse=False)  # the scan already stops CSE
+        x, (kv, rng) = jax.lax.scan(body, x, (state, [(c.k, c.v) for c in contexts]))
+        if rng is not None:
+            nnx.update(self.layers, rng)
+        return x, kv
+
+    def _inputs(self, tokens, positions, attention_mask):
         cfg = self.config
         b, l = tokens.shape
-        dtype = cfg.jnp_dtype
-        if kv_cache is not None:
-            if cache_index is None:
-                raise ValueError("kv_cache given without cache_index")
-            s = kv_cache[0][0].shape[1]
-            prefix = isinstance(cache_index, int) and cache_index == 0  # static zero offset
-            offset = jnp.asarray(cache_index, jnp.int32)
-        else:
-            s, offset, prefix = l, jnp.int32(0), True
         if attention_mask is None:
-            attention_mask = jnp.ones((b, s), bool)
-        if attention_mask.shape != (b, s):
-            raise ValueError(f"attention_mask shape {attention_mask.shape} != (batch, key slots) {(b, s)}")
-        q_slot = offset + jnp.arange(l)[:, None]  # [L, 1]
-        causal = jnp.arange(s)[None, :] <= q_slot  # [L, S]
-        mask = causal[None] & attention_mask.astype(bool)[:, None, :]  # [B, L, S]
-        cos, sin = rope_cos_sin(cfg, positions, dtype)
-        x = jnp.take(self.embedding[...], tokens, axis=0).astype(dtype)  # [B, L, D]
-        new_cache = []
-        for i, layer in enumerate(self.layers):
-            x, c = layer(x, cos, sin, mask, None if kv_cache is None else kv_cache[i], offset, prefix)
-            new_cache.append(c)
+            attention_mask = jnp.ones((b, l), bool)
+        if attention_mask.shape != (b, l):
+            raise ValueError(f"attention_mask shape {attention_mask.shape} != tokens shape {(b, l)}")
+        attention_mask = attention_mask.astype(bool)
+        causal = jnp.arange(l)[None, :] <= jnp.arange(l)[:, None]  # [L, L]
+        mask = causal[None] & attention_mask[:, None, :]  # [B, L, L]
+        cos, sin = rope_cos_sin(cfg, positions, cfg.jnp_dtype)
+        x = jnp.take(self.embedding[...], tokens, axis=0).astype(cfg.jnp_dtype)  # [B, L, D]
+        return x, cos, sin, mask, attention_mask
+
+    # ------------------------------------------------------------------ forwards
+    def hidden_states(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None = None, *,
+                      remat: str = "none", return_kv: bool = False):
+        """tokens, positions [B, L]; attention_mask [B, L] (True = real token) -> hidden [B, L, D] after the
+        final RMSNorm; with `return_kv`, (hidden, KVCache of every layer's keys/values [N, B, L, KV, hd]).
+
+        remat (training): "none" keeps every intermediate, "attention" the projection matmuls, "full" only
+        each block's input (see `_scan_layers`)."""
+        x, cos, sin, mask, attention_mask = self._inputs(tokens, positions, attention_mask)
+        x, kv = self._scan_layers(x, cos, sin, mask, remat=remat, collect_kv=return_kv)
         x = self.final_norm(x)
-        return x, (None if kv_cache is None else tuple(new_cache))
+        return (x, KVCache(kv[0], kv[1], attention_mask)) if return_kv else x
+
+    def extend(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None,
+               contexts: Sequence[KVCache]) -> tuple[jax.Array, KVCache]:
+        """A chunk tokens [B, L] that follows cached key sets: each context holds B or B / r rows (a prefix
+        shared by r consecutive rows). Every chunk query sees the real slots of every context and the real
+        chunk tokens up to itself. -> (hidden [B, L, D], KVCache of the chunk [N, B, L, KV, hd] + its mask)."""
+        x, cos, sin, mask, attention_mask = self._inputs(tokens, positions, attention_mask)
+        x, kv = self._scan_layers(x, cos, sin, mask, contexts, collect_kv=True)
+        return self.final_norm(x), KVCache(kv[0], kv[1], attention_mask)
 
     def head(self, hidden: jax.Array) -> jax.Array:
-        """hidden [..., D] -> logits [..., V] in float32."""
+        """hidden [..., D] -> logits [..., V], accumulated and returned in float32."""
+        dtype = self.config.jnp_dtype
         if self.lm_head is None:
-            emb = self.embedding[...].astype(self.config.jnp_dtype)
-            logits = jnp.einsum("...d,vd->...v", hidden, emb)
-        else:
-            logits = self.lm_head(hidden)
-        return logits.astype(jnp.float32)
+            return jnp.einsum("...d,vd->...v", hidden.astype(dtype), self.embedding[...].astype(dtype),
+                              preferred_element_type=jnp.float32)
+        if type(self.lm_head) is Dense:
+            return jnp.einsum("...d,dv->...v", hidden.astype(dtype), self.lm_head.kernel[...].astype(dtype),
+                              preferred_element_type=jnp.float32)
+        return self.lm_head(hidden).astype(jnp.float32)  # an adapter-wrapped head
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None = None,
-                 kv_cache: KVCache | None = None, cache_index: jax.Array | int | None = None, *,
-                 logits_at: jax.Array | None = None, return_hidden: bool = False):
+    def __call__(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None = None, *,
+                 logits_at: jax.Array | None = None, return_hidden: bool = False, remat: str = "none"):
         """Logits [B, L, V]; with `logits_at` [B] only the head at those positions -> [B, V];
-        `return_hidden` gives the final-normed hidden states instead. With a kv_cache returns (out, cache)."""
-        hidden, cache = self.hidden_states(tokens, positions, attention_mask, kv_cache, cache_index)
+        `return_hidden` gives the final-normed hidden states [B, L, D] instead."""
+        hidden = self.hidden_states(tokens, positions, attention_mask, remat=remat)
         if return_hidden:
-            out = hidden
-        elif logits_at is not None:
+            return hidden
+        if logits_at is not None:
             h = jnp.take_along_axis(hidden, logits_at.astype(jnp.int32)[:, None, None], axis=1)[:, 0]  # [B, D]
-            out = self.head(h)
-        else:
-            out = self.head(hidden)
-        return out if kv_cache is None else (out, cache)
+            return self.head(h)
+        return self.head(hidden)
 
 
-# ----------------------------------------------------------------------------- caches, positions, sharding
-def init_cache(cfg: LlmConfig, batch: int, length: int, dtype=None) -> KVCache:
-    """Zeros [B, S, KV, hd] per layer for keys and values."""
-    dtype = cfg.jnp_dtype if dtype is None else dtype
-    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
-    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers))
-
-
-CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
-
-
+# ----------------------------------------------------------------------------- positions, construction
 def positions_from_mask(mask: jax.Array) -> jax.Array:
     """[B, L] 0/1 mask -> rotary positions counting real tokens only (left padding gets position 0)."""
     return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
-
-
-def _logical_axes(var: nnx.Variable, ndim: int) -> tuple[str | None, ...]:
-    axes = var.get_metadata().get("logical_axes")
-    return tuple(axes) if axes is not None else (None,) * ndim
-
-
-def fitted_sharding(mesh: Mesh, logical_axes: Sequence[str | None], shape: Sequence[int]) -> NamedSharding:
-    """The logical sharding, with mesh axes that do not divide a dimension dropped (that dim replicated).
-
-    Real models have sizes like 9 heads or a 49,152 vocabulary; replicating an odd dimension keeps every
-    config runnable on every mesh instead of failing at load time.
-    """
-    spec = parallel.named_sharding(mesh, logical_axes).spec
-    fitted = []
-    for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-        kept, ways = [], 1
-        for a in axes:
-            if dim % (ways * mesh.shape[a]) == 0:
-                kept.append(a)
-                ways *= mesh.shape[a]
-        fitted.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
-    return NamedSharding(mesh, PartitionSpec(*fitted))
-
-
-def param_shardings(state: nnx.State, mesh: Mesh):
-    """A NamedSharding per variable of `state` (concrete or abstract), from its logical_axes metadata."""
-    def one(var):
-        shape = var.get_value().shape
-        return var.replace(fitted_sharding(mesh, _logical_axes(var, len(shape)), shape))
-    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def abstract_model(cfg: LlmConfig, seed: int = 0) -> Llm:
@@ -291,34 +313,10 @@ def create_model(cfg: LlmConfig, mesh: Mesh | None = None, seed: int = 0) -> Llm
     return nnx.merge(graphdef, state)
 
 
-def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
-    """Moves every variable of an existing model into its logical sharding on `mesh` (in place).
-
-    One process: `jax.device_put`. Several processes (`jax.distributed`): device_put cannot target another
-    process's devices, so each process, holding the full host copy, builds the global array from its own
-    addressable shards."""
-    state = nnx.state(model)
-    shardings = param_shardings(state, mesh)
-    if jax.process_count() == 1:
-        nnx.update(model, jax.device_put(state, shardings))
-        return model
-
-    def put(x, sharding):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            raw = np.asarray(jax.random.key_data(x))
-            arr = jax.make_array_from_callback(raw.shape, sharding, lambda idx: raw[idx])
-            return jax.random.wrap_key_data(arr, impl=jax.random.key_impl(x))
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    nnx.update(model, jax.tree.map(put, state, shardings))
-    return model
-
-
 def count_params(model: nnx.Module, variable_type: type = nnx.Param) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, variable_type)))
 
 
 def names_of(state: nnx.State) -> Sequence[str]:
-    """Dotted paths of every variable in a state ("layers.0.attn.q_proj.kernel")."""
+    """Dotted paths of every variable in a state ("layers.attn.q_proj.kernel")."""
     return [".".join(str(p) for p in path) for path, _ in nnx.to_flat_state(state)]

@@ -1,18 +1,22 @@
 """Autoregressive sampling: one jitted prefill, then every decode step inside ONE `jax.lax.while_loop`.
 
-K samples per prompt share one prefill (the prefilled KV cache is repeated K times). The cache is
-preallocated at prompt bucket + generation bucket slots and donated to the decode loop. Prompt length,
-generation length and prompt count are bucketed, so a long run compiles a handful of programs only.
+K samples per prompt share one prefill and one copy of its keys/values: decode attends to the prompt's
+[P, Lp] prefix cache with the K sample rows folded together, and to a per-sample cache of the generated
+tokens ([N_layers, P*K, G, KV, hd], preallocated, donated, updated in place once per step). A step thus
+reads the weights once and each prompt's keys once, not K times. Prompt length, generation length and
+prompt count are bucketed, so a long run compiles a handful of programs only.
 Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then one inverse-CDF
 draw per row keyed by (seed, step): the same seed gives the same samples. The nucleus is found among the
-top CANDIDATES tokens (a full-vocabulary sort costs ~1 s per step on CPU) and falls back to the sort only
-when a row's nucleus is wider.
+top CANDIDATES tokens and falls back to sorting the whole vocabulary only when a row's nucleus is wider.
+Prefix sums are triangular matmuls (`prefix_sum`), not `jnp.cumsum`, whose associative scan costs far more
+to compile than the sampling costs to run.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +25,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from rallrec_jax import parallel
-from rallrec_jax.llm.model import CACHE_AXES, Llm, fitted_sharding, init_cache, positions_from_mask
+from rallrec_jax.llm.model import CACHE_AXES, KVCache, Llm, positions_from_mask
+from rallrec_jax.llm.sharding import fitted_sharding
 from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
 
 
@@ -32,13 +37,32 @@ class SampleOutput:
 
 
 CANDIDATES = 64  # top-p nucleus searched among this many top tokens first (full sort only if it is larger)
+_BLOCK = 256  # prefix sums over the vocabulary run in blocks of this many entries
+
+
+def prefix_sum(x: jax.Array) -> jax.Array:
+    """Inclusive cumulative sum over the last axis, [N, C] float32, as triangular matmuls.
+
+    `jnp.cumsum` lowers to an associative scan on CPU/GPU (log2(C) levels of slices: a few hundred ms of
+    compile per call site for the 49,152-token vocabulary); a matmul with a triangular ones matrix is one
+    library call. Above _BLOCK entries the axis is cut into blocks: sums within each block, then block
+    offsets."""
+    n, c = x.shape
+    upper = lambda m, k=0: jnp.asarray(np.triu(np.ones((m, m), np.float32), k), x.dtype)  # noqa: E731 (constants)
+    if c <= _BLOCK:
+        return x @ upper(c)
+    nb = -(-c // _BLOCK)
+    blocks = jnp.pad(x, ((0, 0), (0, nb * _BLOCK - c))).reshape(n, nb, _BLOCK)
+    within = blocks @ upper(_BLOCK)  # [N, nb, BLOCK]
+    offsets = within[..., -1] @ upper(nb, 1)  # [N, nb] sums of earlier blocks
+    return (within + offsets[..., None]).reshape(n, nb * _BLOCK)[:, :c]
 
 
 def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
     """[N, V] logits -> temperature-scaled logits with everything outside top-k / the top-p nucleus at -inf.
 
-    The full-vocabulary reference (it sorts all V logits: slow on CPU); `sample_tokens` uses it only when
-    a nucleus is wider than CANDIDATES tokens.
+    The definition of the distribution `sample_tokens` draws from (which never materialises it: it takes the
+    top CANDIDATES tokens, or all V sorted by top_k when the nucleus is wider); tests hold the two together.
     """
     logits = logits.astype(jnp.float32) / temperature
     neg = jnp.finfo(jnp.float32).min
@@ -48,7 +72,7 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, t
     if use_top_p:
         sorted_desc = -jnp.sort(-logits, axis=-1)  # [N, V]
         probs = jax.nn.softmax(sorted_desc, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+        before = prefix_sum(probs) - probs  # mass strictly above each token
         keep = before < top_p  # the smallest set whose mass reaches top_p (always >= 1 token)
         threshold = jnp.min(jnp.where(keep, sorted_desc, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, neg, logits)
@@ -56,8 +80,9 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, t
 
 
 def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int, use_top_p: bool):
-    """The same filter restricted to the top C tokens: (logits [N, C] with the rest at -inf, token ids [N, C],
-    covered [N]). `covered` is False where the nucleus may extend beyond the C candidates."""
+    """`filter_logits` restricted to the top C tokens: (logits [N, C] with the rest at -inf, token ids [N, C],
+    covered [N]). `covered` is False where the nucleus may extend beyond the C candidates (`sample_tokens`
+    makes the same test in `_nucleus_draw`)."""
     logits = logits.astype(jnp.float32) / temperature
     c = top_k if top_k > 0 else CANDIDATES
     vals, idx = jax.lax.top_k(logits, c)  # sorted descending
@@ -66,7 +91,7 @@ def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array
         # mass over the whole (top-k filtered) distribution, as in the full filter
         lse = jax.nn.logsumexp(vals if top_k > 0 else logits, axis=-1, keepdims=True)
         probs = jnp.exp(vals - lse)
-        cum = jnp.cumsum(probs, axis=-1)
+        cum = prefix_sum(probs)
         keep = cum - probs < top_p
         covered = (cum[:, -1] >= top_p) | (top_k > 0)
         threshold = jnp.min(jnp.where(keep, vals, jnp.inf), axis=-1, keepdims=True)
@@ -74,31 +99,61 @@ def candidate_logits(logits: jax.Array, temperature: jax.Array, top_p: jax.Array
     return vals, idx, covered
 
 
-def inverse_cdf_sample(logits: jax.Array, key: jax.Array) -> jax.Array:
+def inverse_cdf_sample(logits: jax.Array, key_or_uniform: jax.Array) -> jax.Array:
     """One draw per row from softmax(logits) [N, C] with one uniform per row (cheap on CPU, unlike
-    `jax.random.categorical`'s Gumbel noise over every entry)."""
+    `jax.random.categorical`'s Gumbel noise over every entry); pass a key, or the uniforms [N, 1] in [0, 1)."""
+    if jax.dtypes.issubdtype(key_or_uniform.dtype, jax.dtypes.prng_key):
+        key_or_uniform = jax.random.uniform(key_or_uniform, (logits.shape[0], 1))
     probs = jax.nn.softmax(logits, axis=-1)
-    cdf = jnp.cumsum(probs, axis=-1)
-    u = jax.random.uniform(key, (logits.shape[0], 1)) * cdf[:, -1:]
+    cdf = prefix_sum(probs)
+    u = key_or_uniform * cdf[:, -1:]
     return jnp.minimum(jnp.sum(cdf <= u, axis=-1), logits.shape[-1] - 1).astype(jnp.int32)
+
+
+def _nucleus_draw(vals: jax.Array, idx: jax.Array, lse: jax.Array, top_p: jax.Array, u: jax.Array,
+                  use_top_p: bool) -> tuple[jax.Array, jax.Array]:
+    """One draw per row from the top-p filtered distribution, given its top tokens sorted: vals [N, C]
+    (temperature-scaled logits, descending), idx [N, C] their ids, lse [N, 1] the log-normaliser of the
+    whole (top-k filtered) distribution, u [N, 1] uniforms. -> (ids [N], covered [N]: the C tokens hold the
+    whole nucleus). The kept tokens (those at or above `filter_logits`'s threshold) are a prefix of the
+    sorted order, so the filtered CDF is the prefix sum itself: no second sort, no scatter back."""
+    probs = jnp.exp(vals - lse)  # [N, C]
+    cum = prefix_sum(probs)
+    c = vals.shape[-1]
+    if use_top_p:
+        threshold = jnp.min(jnp.where(cum - probs < top_p, vals, jnp.inf), axis=-1, keepdims=True)
+        kept = vals >= threshold  # [N, C], a prefix
+        covered = cum[:, -1] >= top_p
+    else:
+        kept = jnp.ones_like(vals, bool)
+        covered = jnp.ones(vals.shape[:1], bool)
+    n_kept = jnp.sum(kept, axis=-1)
+    mass = jnp.sum(jnp.where(kept, probs, 0.0), axis=-1, keepdims=True)
+    j = jnp.minimum(jnp.sum(cum <= u * mass, axis=-1), n_kept - 1)  # [N]
+    return jnp.take_along_axis(idx, j[:, None], axis=1)[:, 0].astype(jnp.int32), covered
 
 
 def sample_tokens(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_p: jax.Array, top_k: int,
                   use_top_p: bool) -> jax.Array:
-    """[N, V] logits -> [N] sampled ids (temperature, then top-k, then top-p, as transformers orders them)."""
+    """[N, V] logits -> [N] sampled ids (temperature, then top-k, then top-p, as transformers orders them).
+
+    One uniform per row serves whichever path runs: the top CANDIDATES tokens, or (a nucleus wider than
+    that, under lax.cond) all V tokens sorted once by top_k."""
+    u = jax.random.uniform(key, (logits.shape[0], 1))
+    z = logits.astype(jnp.float32) / temperature
     if top_k == 0 and not use_top_p:
-        return inverse_cdf_sample(logits.astype(jnp.float32) / temperature, key)
-    vals, idx, covered = candidate_logits(logits, temperature, top_p, top_k, use_top_p)
+        return inverse_cdf_sample(z, u)
+    vals, idx = jax.lax.top_k(z, top_k if top_k > 0 else CANDIDATES)  # sorted descending
+    lse = jax.nn.logsumexp(vals if top_k > 0 else z, axis=-1, keepdims=True)
+    tok, covered = _nucleus_draw(vals, idx, lse, top_p, u, use_top_p)
+    if top_k > 0 or not use_top_p:
+        return tok
 
-    def from_candidates(_):
-        return jnp.take_along_axis(idx, inverse_cdf_sample(vals, key)[:, None], axis=1)[:, 0]
+    def from_full(_):
+        vals, idx = jax.lax.top_k(z, z.shape[-1])
+        return _nucleus_draw(vals, idx, lse, top_p, u, True)[0]
 
-    def from_full(_):  # a nucleus wider than CANDIDATES in some row: sort the whole vocabulary
-        return inverse_cdf_sample(filter_logits(logits, temperature, top_p, top_k, use_top_p), key)
-
-    if top_k > 0:
-        return from_candidates(None)
-    return jax.lax.cond(jnp.all(covered), from_candidates, from_full, None).astype(jnp.int32)
+    return jax.lax.cond(jnp.all(covered), lambda _: tok, from_full, None)
 
 
 def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
@@ -107,63 +162,92 @@ def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, fitted_sharding(mesh, axes, x.shape))
 
 
+class DecodeCache(NamedTuple):
+    """The keys/values decode reads: each prompt's once, and each sample's generated tokens."""
+
+    prefix: KVCache  # k/v [N_layers, P, Lp, KV, hd], mask [P, Lp]: shared by the prompt's K consecutive rows
+    k: jax.Array  # [N_layers, P*K, G, KV, hd]: slot t holds generated token t (its mask is DecodeState.key_mask)
+    v: jax.Array
+
+
+class DecodeState(NamedTuple):
+    """The decode while-loop's carry."""
+
+    step: jax.Array  # [] tokens generated so far = the generation slot the next token is written to
+    cache: DecodeCache
+    key_mask: jax.Array  # [P*K, G] bool: generation slots filled
+    logits: jax.Array  # [P*K, V] float32: the distribution of the next token
+    positions: jax.Array  # [P*K] rotary position of the next token
+    tokens: jax.Array  # [P*K, G] generated ids (pad_id after a row's EOS)
+    done: jax.Array  # [P*K] bool: the row emitted EOS
+
+
+def prompt_count_bucket(p: int) -> int:
+    """Prompt-count buckets 1, 2, 4, 6, 8, 12, 16, 24, ...: few programs, at most 50% dummy prompts."""
+    return 1 << (p - 1).bit_length() if p <= 4 else bucket_length(p, 4)
+
+
 # The jitted pieces are module-level with the graph definition static, so every Sampler over models of the
 # same structure shares one compiled program per (bucket, flags).
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh", "num_samples", "gen_len"))
 def _prefill(graphdef, state, tokens, mask, *, mesh, num_samples: int, gen_len: int):
-    """tokens, mask [P, Lp] left padded -> cache [P*K, Lp+G, ...], last logits [P*K, V], key mask, next pos."""
+    """tokens, mask [P, Lp] left padded -> (DecodeCache, last logits [P*K, V], key mask [P*K, G], next pos [P*K]).
+
+    The prompt's keys/values stay [P, Lp]: the K samples of a prompt read the same prefix (decode attends
+    to it with the K query rows folded together), so it is neither repeated nor copied per sample."""
     model = nnx.merge(graphdef, state)
+    cfg = model.config
     p, lp = tokens.shape
     positions = positions_from_mask(mask)
-    cache = init_cache(model.config, p, lp)
-    logits, cache = model(tokens, positions, mask.astype(bool), kv_cache=cache, cache_index=0,
-                          logits_at=jnp.full((p,), lp - 1))  # left padding: last real token is at Lp-1
-
-    def grow(x):  # [P, Lp, ...] -> [P*K, Lp+G, ...]: room for generation, one copy per sample.
-        x = jnp.pad(x, ((0, 0), (0, gen_len)) + ((0, 0),) * (x.ndim - 2))
-        return _constrain(jnp.repeat(x, num_samples, axis=0), mesh, CACHE_AXES[: x.ndim])
-
-    cache = jax.tree.map(grow, cache)
-    key_mask = grow(mask.astype(bool))
+    hidden, prefix = model.hidden_states(tokens, positions, mask.astype(bool), return_kv=True)
+    logits = model.head(hidden[:, -1])  # left padding: the last real token is at Lp-1
+    n = p * num_samples
+    prefix = KVCache(_constrain(prefix.k, mesh, CACHE_AXES), _constrain(prefix.v, mesh, CACHE_AXES),
+                     _constrain(prefix.mask, mesh, ("batch", None)))
+    shape = (cfg.num_layers, n, gen_len, cfg.num_kv_heads, cfg.head_dim)
+    k, v = (_constrain(jnp.zeros(shape, cfg.jnp_dtype), mesh, CACHE_AXES) for _ in range(2))
+    key_mask = _constrain(jnp.zeros((n, gen_len), bool), mesh, ("batch", None))
     logits = _constrain(jnp.repeat(logits, num_samples, axis=0), mesh, ("batch", None))
     next_pos = jnp.repeat(positions[:, -1] + 1, num_samples)
-    return cache, logits, key_mask, next_pos
+    return DecodeCache(prefix, k, v), logits, key_mask, next_pos
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "lp", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
+@functools.partial(jax.jit, static_argnames=("graphdef", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
                    donate_argnames=("cache",))
 def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tokens, temperature, top_p, *,
-            lp: int, eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
-    """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens."""
+            eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
+    """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens.
+
+    Per step: one layer scan that only reads the caches (prefix + generated) and returns the new token's
+    keys/values, then one dynamic_update_slice of all layers' [N, B, 1, KV, hd] into the donated cache,
+    which XLA does in place in the loop carry."""
     model = nnx.merge(graphdef, state)
-    n, s = key_mask.shape
-    gen_len = s - lp
+    n, gen_len = key_mask.shape
     eos = jnp.asarray(eos_ids, jnp.int32)
-    out = jnp.full((n, gen_len), pad_id, jnp.int32)
-    done = jnp.zeros((n,), bool)
 
-    def cond(carry):
-        step, done = carry[0], carry[-1]
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def cond(s: DecodeState):
+        return (s.step < max_new_tokens) & ~jnp.all(s.done)
 
-    def body(carry):
-        step, cache, key_mask, logits, pos, out, done = carry
+    def body(s: DecodeState) -> DecodeState:
         if greedy:
-            tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+            tok = jnp.argmax(s.logits, axis=-1).astype(jnp.int32)
         else:
-            tok = sample_tokens(logits, jax.random.fold_in(key, step), temperature, top_p, top_k, use_top_p)
-        tok = jnp.where(done, pad_id, tok)
-        out = jax.lax.dynamic_update_slice(out, tok[:, None], (0, step))
-        done = done | jnp.isin(tok, eos)
-        slot = lp + step
-        key_mask = jax.lax.dynamic_update_slice(key_mask, jnp.ones((n, 1), bool), (0, slot))
-        logits, cache = model(tok[:, None], pos[:, None], key_mask, kv_cache=cache, cache_index=slot,
-                              logits_at=jnp.zeros((n,), jnp.int32))
-        return step + 1, cache, key_mask, logits, pos + 1, out, done
+            tok = sample_tokens(s.logits, jax.random.fold_in(key, s.step), temperature, top_p, top_k, use_top_p)
+        tok = jnp.where(s.done, pad_id, tok)
+        tokens = jax.lax.dynamic_update_slice(s.tokens, tok[:, None], (0, s.step))
+        done = s.done | jnp.isin(tok, eos)
+        generated = KVCache(s.cache.k, s.cache.v, s.key_mask)
+        hidden, new = model.extend(tok[:, None], s.positions[:, None], None, (s.cache.prefix, generated))
+        at = (0, 0, s.step, 0, 0)
+        cache = s.cache._replace(k=jax.lax.dynamic_update_slice(s.cache.k, new.k.astype(s.cache.k.dtype), at),
+                                 v=jax.lax.dynamic_update_slice(s.cache.v, new.v.astype(s.cache.v.dtype), at))
+        key_mask = jax.lax.dynamic_update_slice(s.key_mask, jnp.ones((n, 1), bool), (0, s.step))
+        return DecodeState(s.step + 1, cache, key_mask, model.head(hidden[:, 0]), s.positions + 1, tokens, done)
 
-    carry = (jnp.int32(0), cache, key_mask, logits, next_pos, out, done)
-    carry = jax.lax.while_loop(cond, body, carry)
-    return carry[5], carry[6], carry[1]  # the cache goes back out so its donated buffers are reused
+    start = DecodeState(jnp.int32(0), cache, key_mask, logits, next_pos, jnp.full((n, gen_len), pad_id, jnp.int32),
+                        jnp.zeros((n,), bool))
+    end = jax.lax.while_loop(cond, body, start)
+    return end.tokens, end.done, end.cache  # the cache goes back out so its donated buffers are reused
 
 
 class Sampler:
@@ -197,7 +281,7 @@ class Sampler:
         p, k = len(prompts), int(num_samples)
         lp = bucket_length(max(len(x) for x in prompts))
         gen_len = bucket_length(max_new_tokens)
-        p_pad = 1 << (p - 1).bit_length()  # prompt count bucket: powers of two
+        p_pad = prompt_count_bucket(p)
         dp = 1 if self.mesh is None else parallel.data_parallel_size(self.mesh)
         while (p_pad * k) % dp:
             p_pad += 1
@@ -208,7 +292,7 @@ class Sampler:
         greedy = temperature == 0.0
         out, done, _ = _decode(
             self.graphdef, self.state, cache, key_mask, logits, next_pos, jax.random.key(seed),
-            jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p), lp=lp,
+            jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
             eos_ids=self.eos_ids, pad_id=self.pad_id, greedy=greedy, top_k=int(top_k),
             use_top_p=(not greedy) and top_p < 1.0)
         out = np.asarray(out)[: p * k].reshape(p, k, -1)
@@ -224,6 +308,7 @@ class Sampler:
         return SampleOutput(result, done)
 
     def _put(self, x: np.ndarray) -> jax.Array:
+        """Rows over the data axes where they divide (a few prompts of K samples may not), else replicated."""
         if self.mesh is None:
             return jnp.asarray(x)
-        return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
+        return jax.device_put(x, fitted_sharding(self.mesh, ("batch",) + (None,) * (x.ndim - 1), x.shape))

@@ -3,6 +3,12 @@
 Prompts are sorted by length, batched, padded (left or right) to a length bucket, run through one jitted
 forward whose head is computed at the last real position only, and returned in the input order.
 
+Prefix-shared scoring (`Scorer.prefix_shared_logits`): R continuations of one prefix (the K reasoning
+traces of one prompt) are scored against ONE computation of the prefix: the prefix is prefilled once into
+a KV cache and every continuation runs against it (the R rows read the same cache, never a copy per row),
+with the logits read at each continuation's last token. Same numbers as scoring prefix + continuation as
+one sequence, at the cost of the prefix once instead of R times.
+
 P(Yes) (paper-spec 3.3): textbook `softmax([s_yes, s_no])[0] = sigmoid(s_yes - s_no)` on logits, or with
 `double_softmax=True` the official code's `softmax([p_yes, p_no])[0] = sigmoid(p_yes - p_no)` on full-vocab
 probabilities, which bounds predictions to [0.2689, 0.7311] and reproduces the published tables.
@@ -52,6 +58,20 @@ def _last_logits(graphdef, state, tokens, mask):
 def _yes(graphdef, state, tokens, mask, yes_id, no_id, *, double_softmax: bool):
     logits = _forward(graphdef, state, tokens, mask, logits_at=last_real_index(mask))
     return yes_probability_from_logits(logits, yes_id, no_id, double_softmax)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _prefix_last_logits(graphdef, state, p_tokens, p_mask, c_tokens, c_mask):
+    """p_tokens, p_mask [P, Lp] left padded; c_tokens, c_mask [P*R, Lc] right padded, prefix i's R continuations
+    in rows [i*R, (i+1)*R) -> [P*R, V] logits after each continuation's last real token."""
+    model = nnx.merge(graphdef, state)
+    _, prefix = model.hidden_states(p_tokens, positions_from_mask(p_mask), p_mask.astype(bool), return_kv=True)
+    r = c_tokens.shape[0] // p_tokens.shape[0]
+    start = jnp.repeat(jnp.sum(p_mask.astype(jnp.int32), axis=1), r)  # [P*R] real prefix tokens
+    positions = start[:, None] + positions_from_mask(c_mask)  # [P*R, Lc]
+    hidden, _ = model.extend(c_tokens, positions, c_mask.astype(bool), (prefix,))
+    h = jnp.take_along_axis(hidden, last_real_index(c_mask)[:, None, None], axis=1)[:, 0]  # [P*R, D]
+    return model.head(h)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -108,6 +128,27 @@ class Scorer:
             return jnp.asarray(x)
         return jax.device_put(x, parallel.batch_sharding(self.mesh, x.ndim))
 
+    def _prefix_batches(self, prefixes, continuations):
+        """Batches of whole prefix groups: (prefix indices, continuation counts, tokens/masks arrays), about
+        batch_size continuation rows each, every group padded to the batch's largest with dummy rows."""
+        order = np.argsort([len(p) for p in prefixes], kind="stable")
+        dp = 1 if self.mesh is None else parallel.data_parallel_size(self.mesh)
+        r = max(len(c) for c in continuations)
+        per_batch = -(-max(1, self.batch_size // r) // dp) * dp  # prefixes per batch, a multiple of dp
+        for start in range(0, len(order), per_batch):
+            idx = [int(i) for i in order[start:start + per_batch]]
+            groups = [list(continuations[i]) for i in idx]
+            r_b = max(len(g) for g in groups)
+            pre = [prefixes[i] for i in idx] + [prefixes[idx[0]]] * (per_batch - len(idx))  # dummy prefixes
+            rows = [g + [g[0]] * (r_b - len(g)) for g in groups]  # dummy continuations
+            rows += [rows[0]] * (per_batch - len(idx))
+            flat = [c for g in rows for c in g]
+            p_tok, p_mask = pad_batch(pre, bucket_length(max(map(len, pre)), self.min_bucket), self.pad_id,
+                                      side="left")
+            c_tok, c_mask = pad_batch(flat, bucket_length(max(map(len, flat)), self.min_bucket), self.pad_id,
+                                      side="right")
+            yield idx, [len(g) for g in groups], r_b, (p_tok, p_mask, c_tok, c_mask)
+
     # ------------------------------------------------------------------ public
     def next_token_logits(self, seqs: Sequence[Sequence[int]], progress: Callable[[int], None] | None = None
                           ) -> np.ndarray:
@@ -119,6 +160,25 @@ class Scorer:
         """[N] P(Yes) of each prompt's next token (see the module docstring for `double_softmax`)."""
         return self._batched(seqs, lambda t, m: _yes(self.graphdef, self.state, t, m, jnp.int32(yes_id),
                                                      jnp.int32(no_id), double_softmax=double_softmax), progress)
+
+    def prefix_shared_logits(self, prefixes: Sequence[Sequence[int]],
+                             continuations: Sequence[Sequence[Sequence[int]]]) -> list[np.ndarray]:
+        """[P] prefixes and, per prefix, its continuations -> per prefix [R_i, V] float32 logits of the token
+        after prefix + continuation j, each prefix computed once (see the module docstring)."""
+        if len(prefixes) != len(continuations):
+            raise ValueError(f"{len(prefixes)} prefixes for {len(continuations)} continuation groups")
+        if not prefixes:
+            raise ValueError("no prefixes to score")
+        for i, (p, group) in enumerate(zip(prefixes, continuations)):
+            if not p or not group or any(not c for c in group):
+                raise ValueError(f"prefix {i}: the prefix, its continuation list and every continuation must be "
+                                 "non-empty")
+        out: list[np.ndarray | None] = [None] * len(prefixes)
+        for idx, counts, r_b, arrays in self._prefix_batches(prefixes, continuations):
+            logits = np.asarray(_prefix_last_logits(self.graphdef, self.state, *(self._put(a) for a in arrays)))
+            for j, (i, n) in enumerate(zip(idx, counts)):
+                out[i] = logits[j * r_b:j * r_b + n]
+        return out
 
     def mean_pooled(self, seqs: Sequence[Sequence[int]], progress: Callable[[int], None] | None = None
                     ) -> np.ndarray:

@@ -1,35 +1,43 @@
 """Checkpoint tensors -> model parameters: HF safetensors folders and GGUF files.
 
 One regex table (`HF_TO_PARAM`) maps HF tensor names to our parameter paths; GGUF names are first renamed
-to HF names (`GGUF_TO_HF`), so both formats share it. Tensors stream one at a time onto their target
-sharding (the model is created abstractly with `nnx.eval_shape`, so the full model never sits twice in
-memory). Every shape or name mismatch, missing tensor or unused tensor is an error naming the tensor.
+to HF names (`GGUF_TO_HF`), so both formats share it. A per-layer tensor ("model.layers.7....") is one
+slice of a stacked parameter ([N_layers, ...], see `llm/model.py`): the stacked buffer is created once in
+its sharding and each layer's tensor is written into its slice in place as it streams by, so only one
+checkpoint tensor is on the host at a time and the model is never held twice. Every shape or name mismatch,
+missing tensor (a missing layer too), duplicate or unused tensor is an error naming the tensor.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
 import re
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 
 from rallrec_jax.llm.config import LlmConfig
-from rallrec_jax.llm.model import Llm, abstract_model, fitted_sharding
+from rallrec_jax.llm.model import Llm, abstract_model
+from rallrec_jax.llm.sharding import fitted_sharding, logical_axes
 
-# (HF name regex, our parameter path template, transpose [out, in] -> [in, out])
+# (HF name regex, our parameter path template, transpose [out, in] -> [in, out]). A `layer` group makes the
+# tensor that layer's slice of the stacked parameter.
+_L = r"model\.layers\.(?P<layer>\d+)"
 HF_TO_PARAM: tuple[tuple[str, str, bool], ...] = (
     (r"model\.embed_tokens\.weight", r"embedding", False),
-    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.weight", r"layers.\1.attn.\2_proj.kernel", True),
-    (r"model\.layers\.(\d+)\.self_attn\.([qkvo])_proj\.bias", r"layers.\1.attn.\2_proj.bias", False),
-    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"layers.\1.mlp.\2_proj.kernel", True),
-    (r"model\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.bias", r"layers.\1.mlp.\2_proj.bias", False),
-    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"layers.\1.input_norm.scale", False),
-    (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"layers.\1.post_attn_norm.scale", False),
+    (_L + r"\.self_attn\.(?P<m>[qkvo])_proj\.weight", r"layers.attn.\g<m>_proj.kernel", True),
+    (_L + r"\.self_attn\.(?P<m>[qkvo])_proj\.bias", r"layers.attn.\g<m>_proj.bias", False),
+    (_L + r"\.mlp\.(?P<m>gate|up|down)_proj\.weight", r"layers.mlp.\g<m>_proj.kernel", True),
+    (_L + r"\.mlp\.(?P<m>gate|up|down)_proj\.bias", r"layers.mlp.\g<m>_proj.bias", False),
+    (_L + r"\.input_layernorm\.weight", r"layers.input_norm.scale", False),
+    (_L + r"\.post_attention_layernorm\.weight", r"layers.post_attn_norm.scale", False),
     (r"model\.norm\.weight", r"final_norm.scale", False),
     (r"lm_head\.weight", r"lm_head.kernel", True),
 )
@@ -53,12 +61,19 @@ GGUF_TO_HF: tuple[tuple[str, str], ...] = (
 )
 
 
-def hf_to_param(name: str) -> tuple[str, bool] | None:
-    """HF tensor name -> (our dotted parameter path, transpose?) or None when no rule matches."""
+class ParamTarget(NamedTuple):
+    path: str  # our dotted parameter path
+    layer: int | None  # the slice of a stacked parameter, None for unstacked ones
+    transpose: bool
+
+
+def hf_to_param(name: str) -> ParamTarget | None:
+    """HF tensor name -> where it goes, or None when no rule matches."""
     for pattern, template, transpose in HF_TO_PARAM:
         m = re.fullmatch(pattern, name)
         if m:
-            return m.expand(template), transpose
+            layer = m.groupdict().get("layer")
+            return ParamTarget(m.expand(template), None if layer is None else int(layer), transpose)
     return None
 
 
@@ -70,45 +85,89 @@ def gguf_to_hf(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _layer_writer(sharding: NamedSharding | None):
+    """buffer [N, ...], slice [...], layer -> buffer with the slice written, in place (the buffer is donated)."""
+    fn = lambda buf, x, i: jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), i, 0)  # noqa: E731
+    return jax.jit(fn, donate_argnums=0, out_shardings=sharding)
+
+
+def _put(array: np.ndarray, mesh: Mesh | None, axes) -> jax.Array:
+    if mesh is None:
+        return jnp.asarray(array)
+    return jax.device_put(array, fitted_sharding(mesh, axes, array.shape))
+
+
+def _zeros(shape, dtype, mesh: Mesh | None, axes) -> jax.Array:
+    if mesh is None:
+        return jnp.zeros(shape, dtype)
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=fitted_sharding(mesh, axes, shape))()
+
+
 def load_params(model: Llm, tensors: Iterable[tuple[str, np.ndarray]], mesh: Mesh | None = None) -> Llm:
     """Fills an (abstract or concrete) model from (HF name, array) pairs; returns the concrete model.
 
-    Each array is transposed if needed, checked against the parameter's shape, cast to its dtype and put
-    straight into its sharding (the logical axes mapped through `parallel`), one at a time.
-    """
+    Each array is transposed if needed, checked against its parameter's (per-layer) shape, cast to its dtype
+    and put straight into its sharding (the logical axes mapped through `parallel`), one at a time."""
     cfg: LlmConfig = model.config
     graphdef, state = nnx.split(model)
     flat = {".".join(str(p) for p in path): (path, var) for path, var in nnx.to_flat_state(state)}
-    filled: dict[str, nnx.Variable] = {}
+    filled: dict[str, jax.Array] = {}
+    stacked: dict[str, jax.Array] = {}  # path -> [N, ...] buffer being filled
+    layers_done: dict[str, set[int]] = {}
+    source: dict[str, str] = {}  # path -> an HF name that fed it, for the missing-layer message
     for name, array in tensors:
         if any(re.fullmatch(p, name) for p in _IGNORED_HF):
             continue
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue  # some tied checkpoints store a copy of the embedding.
-        mapped = hf_to_param(name)
-        if mapped is None or mapped[0] not in flat:
+        target = hf_to_param(name)
+        if target is None or target.path not in flat:
             raise ValueError(f"tensor {name!r} has no matching model parameter"
-                             + ("" if mapped is None else f" (mapped to {mapped[0]!r})"))
-        path, transpose = mapped
-        if path in filled:
-            raise ValueError(f"tensor {name!r} given twice (parameter {path!r})")
-        _, var = flat[path]
+                             + ("" if target is None else f" (mapped to {target.path!r})"))
+        path, layer = target.path, target.layer
+        var = flat[path][1]
+        full = tuple(var.get_value().shape)
+        dtype = var.get_value().dtype
+        axes = logical_axes(var, len(full))
         array = np.asarray(array)
-        if transpose:
+        if target.transpose:
             array = array.T
-        target = var.get_value()
-        if tuple(array.shape) != tuple(target.shape):
-            raise ValueError(f"tensor {name!r} has shape {tuple(array.shape)}, parameter {path!r} "
-                             f"expects {tuple(target.shape)}")
-        array = array.astype(target.dtype)
-        axes = var.get_metadata().get("logical_axes") or (None,) * array.ndim
-        sharding = fitted_sharding(mesh, axes, array.shape) if mesh is not None else None
-        filled[path] = var.replace(jax.device_put(array, sharding) if sharding is not None else jax.numpy.asarray(array))
-    missing = sorted(set(flat) - set(filled))
+        if layer is None:
+            if path in filled:
+                raise ValueError(f"tensor {name!r} given twice (parameter {path!r})")
+            want, where = full, f"parameter {path!r}"
+        else:
+            if layer >= cfg.num_layers:
+                raise ValueError(f"tensor {name!r} is for layer {layer}, but the config has {cfg.num_layers} layers")
+            if layer in layers_done.setdefault(path, set()):
+                raise ValueError(f"tensor {name!r} given twice (parameter {path!r}, layer {layer})")
+            want, where = full[1:], f"parameter {path!r} (layer {layer} of {full})"
+        if tuple(array.shape) != want:
+            raise ValueError(f"tensor {name!r} has shape {tuple(array.shape)}, {where} expects {want}")
+        array = array.astype(dtype)
+        if layer is None:
+            filled[path] = _put(array, mesh, axes)
+        else:
+            buf = stacked.get(path)
+            if buf is None:
+                buf = _zeros(full, dtype, mesh, axes)
+            sharding = fitted_sharding(mesh, axes, full) if mesh is not None else None
+            stacked[path] = _layer_writer(sharding)(buf, _put(array, mesh, axes[1:]), jnp.int32(layer))
+            layers_done[path].add(layer)
+            source[path] = name
+        del array
+    missing = sorted(p for p in flat if p not in filled and p not in stacked)
+    for path in sorted(stacked):
+        absent = sorted(set(range(cfg.num_layers)) - layers_done[path])
+        if absent:
+            example = re.sub(r"layers\.\d+", f"layers.{absent[0]}", source[path])
+            missing.append(f"{path} layers {absent} (e.g. {example!r})")
     if missing:
         raise ValueError(f"checkpoint lacks tensors for parameters {missing[:8]}"
                          + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
-    new_state = nnx.from_flat_state([(flat[k][0], v) for k, v in filled.items()])
+    values = {**filled, **stacked}
+    new_state = nnx.from_flat_state([(flat[k][0], flat[k][1].replace(v)) for k, v in values.items()])
     return nnx.merge(graphdef, new_state)
 
 
@@ -142,9 +201,9 @@ def load_hf_config(folder: str | os.PathLike, **dtypes) -> LlmConfig:
 
 
 def load_hf(folder: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
-            dtype: str = "float32") -> Llm:
+            dtype: str = "float32", attention_impl: str = "auto") -> Llm:
     """Model from an HF folder (config.json + safetensors, single file or sharded)."""
-    cfg = load_hf_config(folder, param_dtype=param_dtype, dtype=dtype)
+    cfg = load_hf_config(folder, param_dtype=param_dtype, dtype=dtype).replace(attention_impl=attention_impl)
     return load_params(abstract_model(cfg), iter_safetensors(folder), mesh)
 
 
@@ -195,10 +254,10 @@ def open_gguf(path: str | os.PathLike):
 
 
 def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
-              dtype: str = "float32") -> Llm:
+              dtype: str = "float32", attention_impl: str = "auto") -> Llm:
     """Model from a GGUF file (quantised tensors are dequantised to float32 first)."""
     reader = open_gguf(path)
-    cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype)
+    cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype).replace(attention_impl=attention_impl)
     return load_params(abstract_model(cfg), iter_gguf(reader, cfg), mesh)
 
 

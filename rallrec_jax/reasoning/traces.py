@@ -22,7 +22,10 @@ prompt (no hint, as the official scorer) and P(Yes) is read at the answer positi
     chat(system "", user = prompt, add_generation_prompt=True) + THINK_OPEN + segment + "</think>\\n\\n"
 
 THINK_OPEN is the exact text the generation prompt ended with, so the scored text is the model's own
-continuation; the logits at its last token give P(Yes) = softmax over the Yes/No logits (or, with
+continuation. The opening and the continuation (segment + "</think>\n\n") are tokenised separately, as
+the sampler produced them, and the K traces of one prompt are scored against ONE prefill of the opening
+(`Scorer.prefix_shared_logits`); `prefix_shared=False` runs each whole sequence instead (same ids, same
+numbers, the opening computed K times). The logits at the last token give P(Yes) = softmax over the Yes/No logits (or, with
 `double_softmax`, the official softmax over the two full-vocabulary probabilities). The official
 scorer instead put the trace into the *user* turn and sampled two tokens; that is not reproduced.
 `extract_probability` is the official text parser (1 / 0 / 0.5), an option only: hard 0/1 outputs
@@ -78,7 +81,12 @@ def think_segment(text: str) -> str:
 
 def scoring_text(tokenizer, prompt_text: str, segment: str) -> str:
     """The teacher-forced text whose next token is the answer: plain prompt + think block + gap."""
-    return assistant_opening(tokenizer, prompt_text) + segment + THINK_CLOSE + ANSWER_GAP
+    return assistant_opening(tokenizer, prompt_text) + continuation_text(segment)
+
+
+def continuation_text(segment: str) -> str:
+    """What follows the assistant opening in the scored text: the trace's think segment, closed, then the gap."""
+    return segment + THINK_CLOSE + ANSWER_GAP
 
 
 _YES = re.compile(r"\byes\b")
@@ -134,20 +142,39 @@ class TraceGenerator:
 
 
 class TraceScorer:
-    """P(Yes) of traces teacher-forced into the plain prompt's assistant turn."""
+    """P(Yes) of traces teacher-forced into the plain prompt's assistant turn, the traces of one prompt scored
+    against one prefill of its opening (`prefix_shared=False`: each opening + trace as one sequence)."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, mesh=None, min_bucket: int = 16):
+    def __init__(self, model, tokenizer, batch_size: int = 8, mesh=None, min_bucket: int = 16,
+                 prefix_shared: bool = True):
         self.tokenizer = tokenizer
         self.yes_no = tok_lib.yes_no_ids(tokenizer)
+        self.prefix_shared = prefix_shared
         self.scorer = Scorer(model, int(tokenizer.pad_token_id), batch_size=batch_size, mesh=mesh,
                              min_bucket=min_bucket)
 
-    def score(self, prompt_texts: Sequence[str], traces: Sequence[str]) -> dict[str, np.ndarray]:
-        """Aligned lists (one prompt text per trace) -> {"softmax", "double_softmax", "text"} [N] each."""
+    def logits(self, prompt_texts: Sequence[str], traces: Sequence[str]) -> np.ndarray:
+        """Aligned lists (one prompt text per trace) -> [N, V] logits of the answer token."""
         if len(prompt_texts) != len(traces):
             raise ValueError(f"{len(prompt_texts)} prompt texts for {len(traces)} traces")
-        texts = [scoring_text(self.tokenizer, p, think_segment(t)) for p, t in zip(prompt_texts, traces)]
-        logits = self.scorer.next_token_logits(tok_lib.encode(self.tokenizer, texts))  # [N, V]
+        groups: dict[str, list[int]] = {}  # prompt text -> its traces' positions, first-seen order
+        for i, p in enumerate(prompt_texts):
+            groups.setdefault(p, []).append(i)
+        prompts = list(groups)
+        openings = tok_lib.encode(self.tokenizer, [assistant_opening(self.tokenizer, p) for p in prompts])
+        rests = tok_lib.encode(self.tokenizer, [continuation_text(think_segment(t)) for t in traces])
+        if not self.prefix_shared:
+            owner = {i: j for j, p in enumerate(prompts) for i in groups[p]}
+            return self.scorer.next_token_logits([openings[owner[i]] + rests[i] for i in range(len(traces))])
+        per_prompt = self.scorer.prefix_shared_logits(openings, [[rests[i] for i in groups[p]] for p in prompts])
+        out = np.empty((len(traces), per_prompt[0].shape[-1]), np.float32)
+        for p, rows in zip(prompts, per_prompt):
+            out[groups[p]] = rows
+        return out
+
+    def score(self, prompt_texts: Sequence[str], traces: Sequence[str]) -> dict[str, np.ndarray]:
+        """Aligned lists (one prompt text per trace) -> {"softmax", "double_softmax", "text"} [N] each."""
+        logits = self.logits(prompt_texts, traces)  # [N, V]
         yes, no = self.yes_no
         return {
             "softmax": np.asarray(yes_probability_from_logits(logits, yes, no, False)),

@@ -1,0 +1,141 @@
+"""Decode ms/step of the jitted sampler against the memory-bandwidth floor, SmolLM2-135M-Instruct float32.
+
+A decode step of a batch of B rows must read every weight once (the tied embedding too: it is the head) and
+the KV cache it holds once (the attention reads all allocated slots, masked; with the prompt prefix shared
+by the K samples that is P*Lp + P*K*G slots, not P*K*(Lp+G)). Floor = those bytes / this machine's memory
+bandwidth, measured in the same run (the best of a jitted large-array sum, an in-place add and a one-row
+matrix product over a 128 MiB weight).
+
+Shapes: reasoning prompts (a CTR prompt with a 20-movie history, chat-templated, ~300 tokens) at
+P=4 x K=5 and P=10 x K=3 samples, and a single row (P=1, K=1); 128 new tokens, every step run (the stop id
+is unreachable); sampled (temperature 0.6, top-p 0.95, as the reasoning stage) and greedy. The time is the
+decode while-loop alone (prefill excluded), median of --reps runs.
+
+    python benchmarks/decode_floor.py [--reps 3] [--shapes 4x5,10x3,1x1] [--new-tokens 128]
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+MOVIES = ["Toy Story (1995)", "Heat (1995)", "GoldenEye (1995)", "Casino (1995)", "Sabrina (1995)",
+          "Jumanji (1995)", "Babe (1995)", "Se7en (1995)", "Braveheart (1995)", "Apollo 13 (1995)",
+          "Batman Forever (1995)", "Clueless (1995)", "Rob Roy (1995)", "Waterworld (1995)", "Dead Man (1995)",
+          "Hackers (1995)", "Hoop Dreams (1994)", "Nell (1994)", "Ed Wood (1994)", "Quiz Show (1994)"]
+
+
+def prompt_text(i: int) -> str:
+    hist = ", ".join(f"'{m} ({1 + (j * 7 + i) % 5} stars)'" for j, m in enumerate(MOVIES))
+    target = MOVIES[(3 * i + 1) % len(MOVIES)]
+    return (f"The user is a female. Her job is artist. Her age is {20 + i}.\nShe watched the following movies in "
+            f"order in the past, and rated them:\n[{hist}]\nBased on the movies she has watched, deduce if she "
+            f"will like the movie ***{target}***.\nYou should ONLY tell me yes or no.\n"
+            "Another one think the answer is Yes.\n")
+
+
+def median_seconds(fn, reps: int) -> float:
+    fn()  # compile + warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bandwidth(reps: int) -> dict[str, float]:
+    """GB/s of streaming arrays far larger than the caches: a jitted sum (read), an in-place add into a donated
+    buffer (read + write, no fresh pages to fault in) and a one-row matrix product (decode's matmul at batch 1)."""
+    n = 128 * 2 ** 20  # 512 MiB of float32
+    box = [jnp.ones((n,), jnp.float32)]
+    total = jax.jit(jnp.sum)
+    add = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+
+    def add_in_place():
+        box[0] = add(box[0])
+        box[0].block_until_ready()
+
+    w = jnp.ones((576, n // 576 // 4), jnp.float32)  # 128 MiB weight
+    row = jnp.ones((1, 576), jnp.float32)
+    matvec = jax.jit(lambda r, w: r @ w)
+    return {
+        "sum": 4 * n / median_seconds(lambda: total(box[0]).block_until_ready(), reps) / 1e9,
+        "in-place add": 8 * n / median_seconds(add_in_place, reps) / 1e9,
+        "1-row matmul": w.nbytes / median_seconds(lambda: matvec(row, w).block_until_ready(), reps) / 1e9,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--shapes", default="4x5,10x3,1x1", help="PxK list")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--modes", default="sampled,greedy")
+    args = ap.parse_args()
+
+    from rallrec_jax import assets
+    from rallrec_jax.llm import sampler as sampler_lib
+    from rallrec_jax.llm import tokenizer as tk
+    from rallrec_jax.llm import weights
+    from rallrec_jax.llm.tokenizer import bucket_length, pad_batch
+
+    path = assets.smollm2_gguf()
+    tok = tk.load_tokenizer(path)
+    model = weights.load_gguf(path)
+    cfg = model.config
+    graphdef, state = nnx.split(model)
+    param_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    bw = bandwidth(args.reps)
+    best = max(bw.values())
+    print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print("memory bandwidth: " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in bw.items()) + f" -> floor uses {best:.1f}")
+    print(f"weights: {param_bytes / 1e6:.0f} MB read per step")
+    print(f"{'shape':>8s} {'mode':>8s} {'rows':>5s} {'slots':>6s} {'KV MB':>6s} {'floor ms':>9s} {'ms/step':>8s} "
+          f"{'x floor':>8s} {'tok/s':>7s}")
+    new = args.new_tokens
+    gen = bucket_length(new)
+    for shape in args.shapes.split(","):
+        p, k = (int(v) for v in shape.split("x"))
+        prompts = tk.encode(tok, [tk.chat_prompt(tok, prompt_text(i)) for i in range(p)])
+        lp = bucket_length(max(map(len, prompts)))
+        p_pad = getattr(sampler_lib, "prompt_count_bucket", lambda n: 1 << (n - 1).bit_length())(p)
+        tokens, mask = pad_batch(prompts + [prompts[0]] * (p_pad - p), lp, int(tok.pad_token_id), side="left")
+        tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+        rows = p_pad * k
+        cache = jax.eval_shape(lambda t, m: sampler_lib._prefill(graphdef, state, t, m, mesh=None, num_samples=k,
+                                                                gen_len=gen)[0], tokens, mask)
+        kv_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))  # what a step's attention reads
+        floor_ms = (param_bytes + kv_bytes) / (best * 1e9) * 1e3
+        for mode in args.modes.split(","):
+            greedy = mode == "greedy"
+            flags = dict(eos_ids=(cfg.vocab_size,), pad_id=int(tok.pad_token_id), greedy=greedy, top_k=0,
+                         use_top_p=not greedy)
+            if "lp" in inspect.signature(sampler_lib._decode).parameters:  # older sampler: static prompt bucket
+                flags["lp"] = lp
+
+            def run():
+                cache, logits, key_mask, next_pos = sampler_lib._prefill(
+                    graphdef, state, tokens, mask, mesh=None, num_samples=k, gen_len=gen)
+                jax.block_until_ready(cache)
+                t0 = time.perf_counter()
+                out = sampler_lib._decode(graphdef, state, cache, key_mask, logits, next_pos, jax.random.key(0),
+                                          jnp.int32(new), jnp.float32(0.6), jnp.float32(0.95), **flags)
+                jax.block_until_ready(out)
+                return time.perf_counter() - t0
+
+            run()  # compile
+            sec = statistics.median(run() for _ in range(args.reps))
+            ms = sec / new * 1e3
+            print(f"{p}x{k:<6d} {mode:>8s} {rows:5d} {lp + gen:6d} {kv_bytes / 1e6:6.0f} {floor_ms:9.1f} {ms:8.1f} "
+                  f"{ms / floor_ms:8.2f} {p * k * new / sec:7.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
