@@ -216,8 +216,11 @@ class LlmConfig:
                 raise ValueError(f"{where}: both {arch}.rope.scaling.type={stype!r} and tensor 'rope_freqs.weight': "
                                  "two rope scalings at once are not supported")
             factors = _rope_freq_factors(names["rope_freqs.weight"], head_dim, where)
-            scaling = fit_llama3_scaling(theta, head_dim, factors,
-                                         get("rope.scaling.original_context_length", required=False))
+            # The pre-scaling context: the file's own, else Llama 3.1's 8192, kept below the model's context
+            # (transformers' check); only its ratio to the ramp's ends is in the divisors.
+            original = get("rope.scaling.original_context_length", required=False) or min(
+                8192, max(1, int(get("context_length", 16384)) // 2))
+            scaling = fit_llama3_scaling(theta, head_dim, factors, original)
         eos = meta.get("tokenizer.ggml.eos_token_id")
         return cls(
             vocab_size=vocab,
@@ -329,9 +332,9 @@ def fit_llama3_scaling(theta: float, head_dim: int, factors, original: int | Non
 
     The file keeps only the divisors, config.json wants the rule's parameters: `factor` is the largest divisor;
     the ramp between `low_freq_factor` and `high_freq_factor` is linear in 1/wavelength, so two ramp points
-    fix it (only their ratios to `original_max_position_embeddings` matter: the file's own value, else
-    8192, Llama 3.1's); with fewer, Llama 3.1's (1, 4, 8192) is tried. Accepted only if it reproduces every
-    divisor (relative 1e-5)."""
+    fix it (only their ratios to `original_max_position_embeddings`, `original`, matter; default 8192, Llama
+    3.1's); with fewer, Llama 3.1's (1, 4) is tried. Accepted only if it reproduces every divisor (relative
+    1e-5)."""
     f = np.asarray(factors, np.float64)
     factor = float(f.max())
     if factor <= 1.0 + 1e-6:
