@@ -270,7 +270,7 @@ def resolve_model(path_or_name: str | os.PathLike, revision: str | None = None, 
 
     where = f"{name!r} (revision {rev or 'main'})"
     kw = dict(revision=rev, allow_patterns=HUB_PATTERNS)
-    local_missing = None
+    local, local_missing = None, None
     try:
         local = pathlib.Path(snapshot_download(name, local_files_only=True, **kw))
         local_missing = _missing_files(local, kind)
@@ -286,6 +286,10 @@ def resolve_model(path_or_name: str | os.PathLike, revision: str | None = None, 
                          f"download failed ({type(exc).__name__}: {exc}); go online once, point HF_HOME or "
                          "HF_HUB_CACHE at the cache that has it, or pass a local folder") from exc
     missing = _missing_files(fetched, kind)
+    if missing and fetched == local:  # the hub was not reached (offline) and gave back the cached snapshot
+        raise AssetError(f"model {where} is {have} the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
+                         f"could not complete it (offline: HF_HUB_OFFLINE={int(bool(constants.HF_HUB_OFFLINE))}, "
+                         "or unreachable); go online once or pass a local folder")
     if missing:
         raise AssetError(f"model {where} in {fetched} lacks {', '.join(missing)} (the hub repo may not hold a "
                          "transformers model in safetensors: pass a local folder or .gguf file instead)")
