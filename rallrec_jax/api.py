@@ -184,21 +184,15 @@ class Recommender:
         folder of this library's saved adapters (`finetune/.../best`; their lora_config.json says the
         layout), folded into the weights (`merge`). `setting_overrides` are ScoreSettings fields
         (dataset="amazon", k_history=10, ...)."""
-        from rallrec_jax import assets, checkpoint
-        from rallrec_jax.llm import peft, weights
+        from rallrec_jax import assets, convert
         from rallrec_jax.llm.sharding import shard_model
 
         path = str(model) or str(assets.smollm2_gguf())
-        llm = weights.load(path, mesh, param_dtype=param_dtype, dtype=dtype)
+        llm = convert.load_model(path, adapters, check_base=check_base, mesh=mesh, param_dtype=param_dtype,
+                                 dtype=dtype)
         tok = tok_lib.load_tokenizer(tokenizer or path)
-        if adapters:
-            folder = checkpoint.absolute(adapters) if os.path.exists(adapters) else None
-            if folder is None or (folder / peft.CONFIG_FILE).is_file():
-                peft.load_peft(adapters if folder is None else folder, llm, check_base=check_base)
-            else:
-                checkpoint.restore_adapters(folder, llm, check_base=check_base)
-            if merge:
-                lora_lib.merge_lora(llm)
+        if adapters and merge:
+            lora_lib.merge_lora(llm)
         if mesh is not None:
             shard_model(llm, mesh)
         settings = dataclasses.replace(settings or ScoreSettings(), **setting_overrides)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -244,7 +245,12 @@ def load_peft(folder: str | os.PathLike, model: nnx.Module, *, check_base: bool 
                 a[layer], b[layer] = arrays[name + ".lora_A.weight"].T, arrays[name + ".lora_B.weight"].T
         for var, value in ((a_var, a), (b_var, b)):
             old = var.get_value()
-            var.set_value(jax.device_put(value.astype(old.dtype), getattr(old, "sharding", None)))
+            value = value.astype(old.dtype)
+            sharding = getattr(old, "sharding", None)
+            # Each process fills its own shards from the full host copy (device_put cannot reach another
+            # process's devices); on one process this is a device_put.
+            var.set_value(jnp.asarray(value) if sharding is None else
+                          jax.make_array_from_callback(value.shape, sharding, lambda index, v=value: v[index]))
     model.eval()
     return model
 
