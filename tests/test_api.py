@@ -40,9 +40,9 @@ def requests_for(data, split, rows):
 
 
 def pipeline_probabilities(config, data, tiny_llm, tmp_path, adapters=""):
+    mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
     result = ev.evaluate(config, tmp_path, adapters, data=data, model=weights.load_hf(tiny_llm),
-                         tokenizer=tok_lib.load_tokenizer(tiny_llm), mesh=parallel.make_mesh({"data": 1}, jax.devices()[:1]),
-                         num_rows=ROWS)
+                         tokenizer=tok_lib.load_tokenizer(tiny_llm), mesh=mesh, num_rows=ROWS)
     return result["probabilities"]
 
 

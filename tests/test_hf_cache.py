@@ -89,7 +89,8 @@ def test_hub_names_resolve_from_hf_home_offline(hf_home):
     assert out["branch"] == out["commit"] == str(snapshots / V2)
     assert out["name_or_path"] == "org/tiny@v2"
     assert out["chat_template"]
-    assert "'org/missing' (revision main) is not in the Hugging Face cache " + str(hf_home / "hub") in out["org/missing"]
+    cache = str(hf_home / "hub")
+    assert f"'org/missing' (revision main) is not in the Hugging Face cache {cache}" in out["org/missing"]
     assert "incomplete (lacks model.safetensors)" in out["org/tiny@v3"]
 
 
@@ -127,6 +128,6 @@ def test_download_patterns_keep_the_tokenizer_and_chat_template_files():
                "README.md", ".gitattributes", "LICENSE"]
     kept = set(filter_repo_objects(listing, allow_patterns=assets.HUB_PATTERNS))
     assert kept == {"config.json", "generation_config.json", "model-00001-of-00004.safetensors",
-                    "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "chat_template.jinja", "merges.txt", "vocab.json", "tokenizer.model", "original/tokenizer.model",
-                    "added_tokens.json"}
+                    "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                    "special_tokens_map.json", "chat_template.jinja", "merges.txt", "vocab.json", "tokenizer.model",
+                    "original/tokenizer.model", "added_tokens.json"}

@@ -143,7 +143,8 @@ def test_our_saved_adapters_load_with_no_config(tiny_llm, tmp_path):
         checkpoint.restore_adapters(tmp_path / "best", other_rank)
     other_targets = lora_lib.apply_lora(weights.load_hf(tiny_llm), lora_lib.LoraConfig(rank=4, alpha=8.0))
     with pytest.raises(ValueError, match=rf"{path}: targets names \['down_proj', 'o_proj', 'q_proj', 'v_proj'\], "
-                                         r"but the model's adapters wrap \['layers.attn.q_proj', 'layers.attn.v_proj'\]"):
+                                         r"but the model's adapters wrap "
+                                         r"\['layers.attn.q_proj', 'layers.attn.v_proj'\]"):
         checkpoint.restore_adapters(tmp_path / "best", other_targets)
     renamed = weights.load_hf(tiny_llm, name_or_path="org/another-model")
     with pytest.raises(ValueError, match=rf"{path}: base_model='{tiny_llm.resolve()}', but this model is "

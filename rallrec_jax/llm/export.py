@@ -1,6 +1,6 @@
 """A model (its LoRA adapters merged into the base) written as a transformers folder: config.json,
 safetensors weights in transformers' names and [out, in] layout, and the tokenizer's files, so that
-`AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)` (and vLLM) load it
+`AutoModelForCausalLM.from_pretrained(folder)` and `AutoTokenizer.from_pretrained(folder)` load it
 and give the same logits. A GGUF base is written dequantised (its Llama-3.1 `rope_freqs` as the llama3
 `rope_scaling` they were verified to encode, llm/config.py).
 

@@ -1,5 +1,5 @@
 """LoRA adapters to and from PEFT's folder format, so that a tuned adapter works in transformers + PEFT (and
-vLLM, which reads the same folders) and an adapter tuned there works here, with the same logits.
+servers that read PEFT folders) and an adapter tuned there works here, with the same logits.
 
 A PEFT LoRA folder is `adapter_config.json` (`peft_type: LORA`, `r`, `lora_alpha`, `target_modules`,
 `lora_dropout`, `base_model_name_or_path`, ...) and `adapter_model.safetensors`, one tensor pair per wrapped
