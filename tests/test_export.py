@@ -99,3 +99,27 @@ def test_a_model_without_a_source_needs_a_tokenizer(tiny_llm, tmp_path):
     assert (out / "tokenizer.json").is_file() and (out / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="holds no tokenizer files"):
         export.export_merged(create_model(cfg), tmp_path / "out2", tokenizer=tmp_path)
+
+
+def test_qwen2_with_biases_exports_and_loads_in_transformers(tiny_llm, tmp_path):
+    """Qwen2's q/k/v biases and its config.json (no attention_bias field, no sliding window) round-trip."""
+    torch.manual_seed(3)
+    cfg = transformers.Qwen2Config(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                   tie_word_embeddings=True, rope_theta=1e6, rms_norm_eps=1e-6)
+    ref = transformers.Qwen2ForCausalLM(cfg)
+    with torch.no_grad():
+        for layer in ref.model.layers:  # non-zero biases, so that a dropped one shows
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    ref.save_pretrained(tmp_path / "qwen2")
+    model = lora_lib.apply_lora(weights.load_hf(tmp_path / "qwen2"), lora_lib.LoraConfig(rank=2, targets=("k_proj",)))
+    for node in lora_lib.lora_modules(model).values():
+        node.lora_b.set_value(jnp.full(node.lora_b.get_value().shape, 0.1, jnp.float32))
+    want = ours_logits(model)
+    out = export.export_merged(model, tmp_path / "merged", tokenizer=tiny_llm)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and "attention_bias" not in config
+    got = torch_logits(out)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert np.abs(torch_logits(tmp_path / "qwen2") - want).max() > 1e-3  # the adapter is in the written weights
