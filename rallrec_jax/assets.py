@@ -215,22 +215,85 @@ def amazon_files(category: str, data_dir: str | os.PathLike | None = None, ratin
     return ratings, meta
 
 
-def resolve_model(path_or_name: str | os.PathLike) -> pathlib.Path:
-    """A local model (HF folder or .gguf) as given, or a Hugging Face hub name ("org/name") downloaded
-    once into the cache (needs the network; offline, pass a folder)."""
+# What a hub model is fetched with: its config, weights, and every tokenizer and chat-template file.
+HUB_PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.json", "tokenizer*",
+                "chat_template.jinja", "*.txt", "*.model"]
+
+
+def split_revision(name_or_path: str | os.PathLike) -> tuple[str, str | None]:
+    """"org/model@rev" -> ("org/model", "rev"); a path that exists, or a name without "@", -> (it, None)."""
+    text = str(name_or_path)
+    if "@" in text and not os.path.exists(text):
+        name, rev = text.rsplit("@", 1)
+        if rev and "/" not in rev:
+            return name, rev
+    return text, None
+
+
+def _missing_files(folder: pathlib.Path, kind: str) -> list[str]:
+    """What a usable snapshot lacks: a model's config, weights (every shard of an index) and tokenizer; an
+    adapter's config and weights."""
+    if kind == "adapter":
+        return [f for f in ("adapter_config.json", "adapter_model.safetensors") if not (folder / f).is_file()]
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        missing += [s for s in shards if not (folder / s).is_file()]
+    elif not (folder / "model.safetensors").is_file():
+        missing.append("model.safetensors")
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        missing.append("tokenizer.json")
+    return missing
+
+
+def resolve_model(path_or_name: str | os.PathLike, revision: str | None = None, *, kind: str = "model"
+                  ) -> pathlib.Path:
+    """A local model (HF folder or .gguf) as given, or a Hugging Face hub name ("org/name", or
+    "org/name@revision": a branch, tag or commit) from the standard Hugging Face cache (`HF_HUB_CACHE`, by
+    default `$HF_HOME/hub`, itself `~/.cache/huggingface`), so a model a user already has is not fetched
+    again: the cache is looked in first; only a missing or incomplete snapshot is downloaded (config,
+    safetensors, every tokenizer and chat-template file: HUB_PATTERNS). `kind="adapter"` wants a PEFT
+    adapter's files instead of a model's. Offline (`HF_HUB_OFFLINE=1`) only the cache is used."""
     path = pathlib.Path(path_or_name).expanduser()
     if path.exists():
         return path.resolve()
-    name = str(path_or_name)
-    if name.count("/") != 1 or name.startswith(("/", ".")):
+    name, rev = split_revision(path_or_name)
+    if revision and rev and revision != rev:
+        raise AssetError(f"model {path_or_name!r} names revision {rev!r}, but revision={revision!r} was passed")
+    rev = revision or rev
+    if name.count("/") != 1 or name.startswith(("/", ".")) or name.endswith("/"):
         raise AssetError(f"model {name!r}: no such file or folder, and not a hub name like 'org/model'")
-    try:
-        from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
-        return pathlib.Path(snapshot_download(name, cache_dir=str(cache_dir() / "hub"),
-                                              allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
-    except Exception as exc:
-        raise AssetError(f"model {name!r} is not local and the hub download failed ({exc}); pass a folder") from exc
+    where = f"{name!r} (revision {rev or 'main'})"
+    kw = dict(revision=rev, allow_patterns=HUB_PATTERNS)
+    local, local_missing = None, None
+    try:
+        local = pathlib.Path(snapshot_download(name, local_files_only=True, **kw))
+        local_missing = _missing_files(local, kind)
+        if not local_missing:
+            return local
+    except Exception:  # noqa: BLE001 - not (or not wholly) in the cache: fetch it below
+        pass
+    have = ("not in" if local_missing is None else f"incomplete (lacks {', '.join(local_missing)}) in")
+    try:
+        fetched = pathlib.Path(snapshot_download(name, **kw))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo or revision, gated: all end here
+        raise AssetError(f"model {where} is {have} the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
+                         f"download failed ({type(exc).__name__}: {exc}); go online once, point HF_HOME or "
+                         "HF_HUB_CACHE at the cache that has it, or pass a local folder") from exc
+    missing = _missing_files(fetched, kind)
+    if missing and fetched == local:  # the hub was not reached (offline) and gave back the cached snapshot
+        raise AssetError(f"model {where} is {have} the Hugging Face cache {constants.HF_HUB_CACHE} and the hub "
+                         f"could not complete it (offline: HF_HUB_OFFLINE={int(bool(constants.HF_HUB_OFFLINE))}, "
+                         "or unreachable); go online once or pass a local folder")
+    if missing:
+        raise AssetError(f"model {where} in {fetched} lacks {', '.join(missing)} (the hub repo may not hold a "
+                         "transformers model in safetensors: pass a local folder or .gguf file instead)")
+    return fetched
 
 
 def main(argv: list[str] | None = None) -> None:

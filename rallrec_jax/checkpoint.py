@@ -3,6 +3,8 @@
 Orbax saves asynchronously and fails on relative paths inside its background thread, so every directory
 is resolved to an absolute path here and `save(..., wait=True)` blocks until the files are on disk.
 Only the LoRA adapters (`nnx.LoRAParam`) are saved for a tuned model: the base comes from its HF/GGUF file.
+Beside their steps, `lora_config.json` records their rank, alpha, dropout, targets and base model, so that
+`restore_adapters` rebuilds the layout on a bare model and refuses another base or layout by name.
 
 Restores are verified: every saved step gets a manifest (`<directory>.manifests/<step>.json`: each file's size
 and sha256); a step whose files no longer match it (a truncated or damaged file, a disk that filled up), or,
@@ -214,15 +216,71 @@ def restore_model_state(directory: str | os.PathLike, model: nnx.Module, variabl
     return step
 
 
+ADAPTER_RECORD = "lora_config.json"
+
+
+def adapter_record(model: nnx.Module) -> dict:
+    """What `lora_config.json` records beside saved adapters: their layout (rank, alpha, dropout, targets, the
+    wrapped modules) and their base (name or path, and the architecture's numbers)."""
+    from rallrec_jax.llm import adapters
+    from rallrec_jax.llm import lora as lora_lib
+
+    spec = lora_lib.lora_config_of(model)
+    if spec is None:
+        raise ValueError("model has no nnx.LoRAParam adapters to save")
+    return {"format": "rallrec_jax LoRA adapters: orbax steps in this folder",
+            "rank": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout, "targets": list(spec.targets),
+            "modules": sorted(lora_lib.lora_modules(model)), "base_model": model.config.name_or_path,
+            "base_architecture": adapters.architecture(model.config)}
+
+
+def read_adapter_record(directory: str | os.PathLike) -> tuple[pathlib.Path, dict | None]:
+    """(path of `lora_config.json`, its content or None when the folder has none: saved before it existed)."""
+    path = absolute(directory) / ADAPTER_RECORD
+    if not path.is_file():
+        return path, None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); delete it to load the adapters with apply_lora's "
+                         "config instead") from None
+    for key in ("rank", "alpha", "targets"):
+        if key not in record:
+            raise ValueError(f"{path}: field {key!r} is missing")
+    return path, record
+
+
 def save_adapters(directory: str | os.PathLike, step: int, model: nnx.Module, max_to_keep: int | None = 3):
-    """Only the LoRA adapters (a few MB for an 8B model)."""
+    """Only the LoRA adapters (a few MB for an 8B model), and beside them `lora_config.json` (their rank,
+    alpha, dropout, targets and base model), so that loading them needs no config."""
     if not jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
         raise ValueError("model has no nnx.LoRAParam adapters to save")
-    return save_model_state(directory, step, model, nnx.LoRAParam, max_to_keep)
+    record = adapter_record(model)
+    folder = save_model_state(directory, step, model, nnx.LoRAParam, max_to_keep)
+    if jax.process_index() == 0:
+        from rallrec_jax import artifacts
+
+        artifacts.atomic_write_json(folder / ADAPTER_RECORD, record)
+    return folder
 
 
-def restore_adapters(directory: str | os.PathLike, model: nnx.Module, step: int | None = None) -> int:
-    """Loads adapters saved by `save_adapters` into a model with the same LoRA layout."""
+def restore_adapters(directory: str | os.PathLike, model: nnx.Module, step: int | None = None, *,
+                     check_base: bool = True) -> int:
+    """Loads adapters saved by `save_adapters` into `model` (the newest step that reads back, or `step`);
+    returns the step. A model without adapters gets the recorded layout (`lora_config.json`); one with
+    adapters must have it, and the recorded base must be the model's (`check_base=False` accepts the same
+    weights under another name): else an error naming the file and field."""
+    from rallrec_jax.llm import adapters
+    from rallrec_jax.llm import lora as lora_lib
+
+    path, record = read_adapter_record(directory)
+    if record is not None:
+        adapters.check_base(record.get("base_model"), model, file=path, field="base_model",
+                            recorded_architecture=record.get("base_architecture"), check_name=check_base)
+        want = lora_lib.LoraConfig(rank=int(record["rank"]), alpha=float(record["alpha"]),
+                                   dropout=float(record.get("dropout", 0.0)), targets=tuple(record["targets"]))
+        adapters.ensure_lora(model, want, file=path, fields={"rank": "rank", "alpha": "alpha", "targets": "targets"})
     if not jax.tree.leaves(nnx.state(model, nnx.LoRAParam)):
-        raise ValueError("model has no nnx.LoRAParam adapters: apply_lora with the saved config first")
+        raise ValueError(f"model has no nnx.LoRAParam adapters and {path} is missing: apply_lora with the saved "
+                         "config first")
     return restore_model_state(directory, model, nnx.LoRAParam, step)

@@ -55,6 +55,13 @@ class LlmConfig:
     # "auto": cuDNN flash attention (jax.nn.dot_product_attention) on GPU where dtype and head size allow,
     # else the query-chunked einsums; "einsum" or "dot_product" force one (see llm/attention.py).
     attention_impl: str = "auto"
+    # Per-frequency divisors [head_dim/2] of the rotary frequencies, as a Llama-3.1 GGUF file stores them
+    # (tensor `rope_freqs.weight`); when set they are used as they are, and `rope_scaling` (if any) only
+    # describes them for config.json (they were verified equal to it in `from_gguf`).
+    rope_freq_factors: tuple[float, ...] | None = None
+    # Where the weights came from (a hub name, "org/model@revision", or a local path): recorded beside
+    # exported and saved adapters so that loading them onto another base is an error (llm/adapters.py).
+    name_or_path: str = ""
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:
@@ -66,6 +73,9 @@ class LlmConfig:
             raise ValueError(f"model_type={self.model_type!r} not in {SUPPORTED_MODEL_TYPES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl={self.attention_impl!r} not in {ATTENTION_IMPLS}")
+        if self.rope_freq_factors is not None and len(self.rope_freq_factors) != self.head_dim // 2:
+            raise ValueError(f"rope_freq_factors holds {len(self.rope_freq_factors)} values; head_dim={self.head_dim} "
+                             f"needs {self.head_dim // 2}")
 
     @property
     def jnp_param_dtype(self):
@@ -120,6 +130,56 @@ class LlmConfig:
             eos_token_ids=eos,
         )
 
+    def to_hf(self) -> dict[str, Any]:
+        """The config.json of the transformers model with this architecture (LlamaForCausalLM or
+        Qwen2ForCausalLM): the inverse of `from_hf`. Rope settings go in both spellings, transformers 5's
+        `rope_parameters` and 4.x's `rope_theta`/`rope_scaling` (each version reads its own). A GGUF's
+        `rope_freqs` that match no llama3 scaling cannot be written, nor biases that transformers cannot place."""
+        if self.rope_freq_factors is not None and self.rope_scaling is None:
+            raise ValueError(f"{self.name_or_path or 'this model'}: its rope_freqs divisors match no llama3 "
+                             "rope_scaling, so config.json cannot express them; export from the HF folder instead")
+        if self.model_type == "qwen2":
+            if not self.qkv_bias or self.o_bias or self.mlp_bias:
+                raise ValueError("a qwen2 config.json implies q/k/v biases and no others; this model's "
+                                 f"(qkv_bias={self.qkv_bias}, o_bias={self.o_bias}, mlp_bias={self.mlp_bias}) differ")
+            extra: dict[str, Any] = {"architectures": ["Qwen2ForCausalLM"], "use_sliding_window": False}
+        else:
+            if self.qkv_bias != self.o_bias:
+                raise ValueError(f"a llama config.json has one attention_bias for q/k/v/o; this model has "
+                                 f"qkv_bias={self.qkv_bias}, o_bias={self.o_bias}")
+            extra = {"architectures": ["LlamaForCausalLM"], "attention_bias": self.qkv_bias,
+                     "mlp_bias": self.mlp_bias, "pretraining_tp": 1}
+        scaling = None
+        if self.rope_scaling is not None:
+            r = self.rope_scaling
+            scaling = {"rope_type": r.rope_type, "factor": r.factor}
+            if r.rope_type == "llama3":
+                scaling.update(low_freq_factor=r.low_freq_factor, high_freq_factor=r.high_freq_factor,
+                               original_max_position_embeddings=r.original_max_position_embeddings)
+        eos = list(self.eos_token_ids)
+        return {
+            **extra,
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": scaling,
+            "rope_parameters": {"rope_type": "default", **(scaling or {}), "rope_theta": self.rope_theta},
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
+            "dtype": self.param_dtype,
+            "torch_dtype": self.param_dtype,
+        }
+
     @classmethod
     def from_gguf(cls, reader, param_dtype: str = "float32", dtype: str = "float32") -> "LlmConfig":
         """From a gguf.GGUFReader's metadata (architectures "llama" and "qwen2")."""
@@ -147,6 +207,20 @@ class LlmConfig:
             scaling = RopeScaling("linear", float(get("rope.scaling.factor")))
         elif stype not in (None, "none"):
             raise ValueError(f"GGUF {arch}.rope.scaling.type={stype!r} unsupported")
+        head_dim = int(get("attention.key_length", hidden // heads))
+        theta = float(get("rope.freq_base", 10000.0))
+        factors = None
+        if "rope_freqs.weight" in names:
+            where = getattr(reader.data, "filename", None) or "the GGUF file"
+            if scaling is not None:
+                raise ValueError(f"{where}: both {arch}.rope.scaling.type={stype!r} and tensor 'rope_freqs.weight': "
+                                 "two rope scalings at once are not supported")
+            factors = _rope_freq_factors(names["rope_freqs.weight"], head_dim, where)
+            # The pre-scaling context: the file's own, else Llama 3.1's 8192, kept below the model's context
+            # (transformers' check); only its ratio to the ramp's ends is in the divisors.
+            original = get("rope.scaling.original_context_length", required=False) or min(
+                8192, max(1, int(get("context_length", 16384)) // 2))
+            scaling = fit_llama3_scaling(theta, head_dim, factors, original)
         eos = meta.get("tokenizer.ggml.eos_token_id")
         return cls(
             vocab_size=vocab,
@@ -155,10 +229,11 @@ class LlmConfig:
             num_layers=int(get("block_count")),
             num_heads=heads,
             num_kv_heads=int(get("attention.head_count_kv", heads)),
-            head_dim=int(get("attention.key_length", hidden // heads)),
+            head_dim=head_dim,
             rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")),
-            rope_theta=float(get("rope.freq_base", 10000.0)),
+            rope_theta=theta,
             rope_scaling=scaling,
+            rope_freq_factors=factors,
             max_position_embeddings=int(get("context_length", 2048)),
             tie_word_embeddings="output.weight" not in names,
             qkv_bias="blk.0.attn_q.bias" in names,
@@ -202,23 +277,82 @@ def gguf_metadata(reader) -> dict[str, Any]:
     return out
 
 
-def rope_inv_freq(cfg: LlmConfig) -> np.ndarray:
-    """Inverse frequencies [head_dim/2] in float32, computed the way transformers does (incl. llama3 scaling)."""
-    dim = cfg.head_dim
+def _base_inv_freq(theta: float, dim: int) -> np.ndarray:
+    """Unscaled inverse frequencies [dim/2] in float32, as transformers computes them."""
     exponent = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / np.float32(dim)
-    inv = (np.float32(1.0) / (np.float32(cfg.rope_theta) ** exponent)).astype(np.float32)
+    return (np.float32(1.0) / (np.float32(theta) ** exponent)).astype(np.float32)
+
+
+def _llama3_inv_freq(inv: np.ndarray, s: RopeScaling) -> np.ndarray:
+    """transformers' llama3 rule: long wavelengths scaled down by `factor`, short kept, a smooth ramp between."""
+    old = s.original_max_position_embeddings
+    low_wavelen = old / s.low_freq_factor
+    high_wavelen = old / s.high_freq_factor
+    wavelen = (2 * math.pi / inv).astype(inv.dtype)
+    scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv).astype(inv.dtype)
+    smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(inv.dtype)
+
+
+def rope_inv_freq(cfg: LlmConfig) -> np.ndarray:
+    """Inverse frequencies [head_dim/2] in float32, computed the way transformers does (incl. llama3 scaling);
+    a GGUF file's own `rope_freqs` divisors, when the config carries them, as llama.cpp applies them."""
+    inv = _base_inv_freq(cfg.rope_theta, cfg.head_dim)
+    if cfg.rope_freq_factors is not None:
+        return (inv / np.asarray(cfg.rope_freq_factors, np.float32)).astype(np.float32)
     s = cfg.rope_scaling
     if s is None:
         return inv
     if s.rope_type == "linear":
         return (inv / np.float32(s.factor)).astype(np.float32)
-    # llama3: long wavelengths scaled down by `factor`, short kept, a smooth ramp in between.
-    old = s.original_max_position_embeddings
-    low_wavelen = old / s.low_freq_factor
-    high_wavelen = old / s.high_freq_factor
-    wavelen = (2 * math.pi / inv).astype(np.float32)
-    scaled = np.where(wavelen > low_wavelen, inv / s.factor, inv).astype(np.float32)
-    smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
-    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
-    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-    return np.where(medium, smoothed, scaled).astype(np.float32)
+    return _llama3_inv_freq(inv, s)
+
+
+def llama3_freq_factors(theta: float, head_dim: int, s: RopeScaling) -> np.ndarray:
+    """The divisors [head_dim/2] that llama.cpp's converter writes as `rope_freqs` for a llama3 scaling
+    (base frequency / scaled frequency), in float64."""
+    inv = _base_inv_freq(theta, head_dim).astype(np.float64)
+    return inv / _llama3_inv_freq(inv, s)
+
+
+def _rope_freq_factors(tensor, head_dim: int, where) -> tuple[float, ...]:
+    values = np.asarray(tensor.data, np.float32).reshape(-1)
+    if values.shape[0] != head_dim // 2:
+        raise ValueError(f"{where}: tensor 'rope_freqs.weight' holds {values.shape[0]} values, head_dim={head_dim} "
+                         f"needs {head_dim // 2}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError(f"{where}: tensor 'rope_freqs.weight' holds values that are not positive finite numbers")
+    return tuple(float(v) for v in values)
+
+
+def fit_llama3_scaling(theta: float, head_dim: int, factors, original: int | None = None) -> RopeScaling | None:
+    """The llama3 `rope_scaling` whose divisors equal `factors` (a GGUF's `rope_freqs`), or None if none does.
+
+    The file keeps only the divisors, config.json wants the rule's parameters: `factor` is the largest divisor;
+    the ramp between `low_freq_factor` and `high_freq_factor` is linear in 1/wavelength, so two ramp points
+    fix it (only their ratios to `original_max_position_embeddings`, `original`, matter; default 8192, Llama
+    3.1's); with fewer, Llama 3.1's (1, 4) is tried. Accepted only if it reproduces every divisor (relative
+    1e-5)."""
+    f = np.asarray(factors, np.float64)
+    factor = float(f.max())
+    if factor <= 1.0 + 1e-6:
+        return None
+    old = int(original) if original else 8192
+    wavelen = 2 * math.pi / _base_inv_freq(theta, head_dim).astype(np.float64)
+    ramp = ~np.isclose(f, 1.0, rtol=1e-6) & ~np.isclose(f, factor, rtol=1e-6)
+    candidates = []
+    if ramp.sum() >= 2:
+        s = (1 / f[ramp] - 1 / factor) / (1 - 1 / factor)  # where each ramp point sits, 0 (scaled) .. 1 (kept)
+        slope, intercept = np.polyfit(1 / wavelen[ramp], s, 1)  # s = old / (high - low) / wavelen - low / (high - low)
+        if slope > 0:
+            width = old / slope
+            low = -intercept * width
+            candidates.append(RopeScaling("llama3", factor, float(f"{low:.6g}"), float(f"{low + width:.6g}"), old))
+    candidates.append(RopeScaling("llama3", factor, 1.0, 4.0, old))
+    for cand in candidates:
+        if cand.low_freq_factor < cand.high_freq_factor and np.allclose(
+                llama3_freq_factors(theta, head_dim, cand), f, rtol=1e-5, atol=0):
+            return cand
+    return None

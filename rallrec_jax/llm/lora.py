@@ -45,6 +45,7 @@ class LoraConfig:
 class LoraDense(nnx.Module):
     def __init__(self, base: Dense, cfg: LoraConfig, *, rngs: nnx.Rngs):
         self.base = base
+        self.rank, self.alpha = cfg.rank, float(cfg.alpha)  # kept (static) so a saved adapter can name them
         self.scale = cfg.alpha / cfg.rank
         kernel = base.kernel.get_value()
         lead = tuple(kernel.shape[:-2])  # (N_layers,) for a stacked block's Dense, () otherwise
@@ -116,3 +117,23 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
 
 def lora_paths(model: nnx.Module) -> Sequence[str]:
     return [".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))]
+
+
+def lora_modules(model: nnx.Module) -> dict[str, LoraDense]:
+    """Dotted path of every adapter-wrapped Dense ("layers.attn.q_proj", "lm_head") -> its LoraDense."""
+    return {".".join(map(str, path)): node for path, node in _find(model, LoraDense)}
+
+
+def lora_config_of(model: nnx.Module) -> LoraConfig | None:
+    """The LoraConfig that `apply_lora` would need to rebuild this model's adapters (targets: the wrapped
+    layers' attribute names), or None without adapters; an error if its adapters differ in rank, alpha or
+    dropout (one LoraConfig cannot describe them)."""
+    found = lora_modules(model)
+    if not found:
+        return None
+    shapes = {(m.rank, m.alpha, float(m.dropout.rate)) for m in found.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"the model's adapters differ in (rank, alpha, dropout): {sorted(shapes)}")
+    rank, alpha, dropout = shapes.pop()
+    names = sorted({path.rsplit(".", 1)[-1] for path in found})
+    return LoraConfig(rank=rank, alpha=alpha, dropout=dropout, targets=tuple(names))

@@ -201,9 +201,11 @@ def load_hf_config(folder: str | os.PathLike, **dtypes) -> LlmConfig:
 
 
 def load_hf(folder: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
-            dtype: str = "float32", attention_impl: str = "auto") -> Llm:
-    """Model from an HF folder (config.json + safetensors, single file or sharded)."""
-    cfg = load_hf_config(folder, param_dtype=param_dtype, dtype=dtype).replace(attention_impl=attention_impl)
+            dtype: str = "float32", attention_impl: str = "auto", name_or_path: str | None = None) -> Llm:
+    """Model from an HF folder (config.json + safetensors, single file or sharded). `name_or_path` is what its
+    config records as its origin (default: the folder), e.g. the hub name it was fetched by."""
+    cfg = load_hf_config(folder, param_dtype=param_dtype, dtype=dtype).replace(
+        attention_impl=attention_impl, name_or_path=name_or_path or str(pathlib.Path(folder).resolve()))
     return load_params(abstract_model(cfg), iter_safetensors(folder), mesh)
 
 
@@ -218,9 +220,11 @@ def iter_gguf(reader, cfg: LlmConfig) -> Iterator[tuple[str, np.ndarray]]:
     from gguf.quants import dequantize
 
     for t in reader.tensors:
-        if t.name == "rope_freqs.weight":
-            raise ValueError("GGUF tensor 'rope_freqs.weight' (llama3 rope factors) is not supported; "
-                             "load this model from its HF folder instead")
+        if t.name == "rope_freqs.weight":  # Llama 3.1's rope divisors: read by LlmConfig.from_gguf
+            if cfg.rope_freq_factors is None:
+                raise ValueError("GGUF tensor 'rope_freqs.weight' found, but the config was not read from this file "
+                                 "(LlmConfig.from_gguf reads it)")
+            continue
         hf = gguf_to_hf(t.name)
         if hf is None:
             raise ValueError(f"GGUF tensor {t.name!r} has no matching model parameter")
@@ -254,18 +258,22 @@ def open_gguf(path: str | os.PathLike):
 
 
 def load_gguf(path: str | os.PathLike, mesh: Mesh | None = None, param_dtype: str = "float32",
-              dtype: str = "float32", attention_impl: str = "auto") -> Llm:
-    """Model from a GGUF file (quantised tensors are dequantised to float32 first)."""
+              dtype: str = "float32", attention_impl: str = "auto", name_or_path: str | None = None) -> Llm:
+    """Model from a GGUF file (quantised tensors are dequantised to float32 first; Llama 3.1's `rope_freqs`
+    divisors are applied as llama.cpp applies them)."""
     reader = open_gguf(path)
-    cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype).replace(attention_impl=attention_impl)
+    cfg = LlmConfig.from_gguf(reader, param_dtype=param_dtype, dtype=dtype).replace(
+        attention_impl=attention_impl, name_or_path=name_or_path or str(pathlib.Path(path).resolve()))
     return load_params(abstract_model(cfg), iter_gguf(reader, cfg), mesh)
 
 
 def load(path: str | os.PathLike, mesh: Mesh | None = None, **kw) -> Llm:
-    """HF folder or .gguf file, by what `path` is; a hub name ("org/model") is fetched into the cache."""
+    """HF folder or .gguf file, by what `path` is; a hub name ("org/model", "org/model@revision") is fetched
+    into the Hugging Face cache (assets.resolve_model) and recorded as the model's `name_or_path`."""
     from rallrec_jax import assets
 
     p = assets.resolve_model(path)
+    kw.setdefault("name_or_path", str(p) if pathlib.Path(path).expanduser().exists() else str(path))
     return load_gguf(p, mesh, **kw) if p.suffix == ".gguf" else load_hf(p, mesh, **kw)
 
 
