@@ -98,3 +98,25 @@ def test_dropout_is_active_only_in_train_mode():
     assert np.abs(np.asarray(model(TOKENS, POS)) - np.asarray(eval_out)).max() > 0
     with pytest.raises(ValueError, match="no nnx.LoRAParam"):
         checkpoint.save_adapters("/tmp/unused", 0, create_model(CFG))
+
+
+def test_packed_dropout_drops_at_the_rate_independently_and_keeps_the_mean():
+    """The mask of `PackedDropout` (two entries per random word): the dropped fraction is the rate within a 5-sigma
+    binomial bound, neighbours (the two halves of one word) are independent, kept values are scaled by 1/keep."""
+    from rallrec_jax.llm.lora import PackedDropout
+
+    rate, shape = 0.05, (64, 1001)  # an odd size: the last word's second half is cut off
+    drop = PackedDropout(rate, deterministic=False, rngs=nnx.Rngs(dropout=7))
+    x = jnp.ones(shape)
+    y = np.asarray(drop(x))
+    n = y.size
+    dropped = y == 0
+    assert abs(dropped.mean() - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
+    np.testing.assert_allclose(y[~dropped], 1 / (1 - round(rate * 65536) / 65536), rtol=1e-6)
+    flat = dropped.reshape(-1)
+    pairs = flat[: n // 2 * 2].reshape(-1, 2)  # entries that share a word
+    both = (pairs[:, 0] & pairs[:, 1]).mean()
+    assert abs(both - rate ** 2) < 5 * np.sqrt(rate ** 2 * (1 - rate ** 2) / len(pairs))
+    again = np.asarray(drop(x))
+    assert (again != y).any()  # a new draw every call
+    assert np.asarray(PackedDropout(rate, deterministic=True)(x)).min() == 1.0

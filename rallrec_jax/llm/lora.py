@@ -42,6 +42,30 @@ class LoraConfig:
             raise ValueError("LoRA targets is empty")
 
 
+class PackedDropout(nnx.Dropout):
+    """`nnx.Dropout` whose mask is drawn two entries per 32-bit random word (16-bit thresholds), not one.
+
+    Why: on CPU the threefry draws behind `jax.random.bernoulli` cost more than the LoRA matmuls they mask
+    (measured: a [6144, 576] mask took 60 ms, the 576 x 576 base matmul on the same rows 30 ms), and with every
+    linear module adapted they were most of a training step. Half the words halve that. The drop rate is held
+    to 1/65536 (0.05 -> 0.050003), the inputs kept are scaled by 1 / keep as usual."""
+
+    def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None) -> jax.Array:
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if self.rate == 0.0 or deterministic:
+            return inputs
+        stream = self.rngs if rngs is None else rngs
+        key = stream() if callable(stream) else stream
+        threshold = min(round(self.rate * 65536), 65536)
+        if threshold >= 65536:
+            return jnp.zeros_like(inputs)
+        n = inputs.size
+        words = jax.random.bits(key, (-(-n // 2),), jnp.uint32)
+        halves = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:n].reshape(inputs.shape)
+        keep = 1.0 - threshold / 65536
+        return jnp.where(halves >= threshold, inputs / jnp.asarray(keep, inputs.dtype), jnp.zeros_like(inputs))
+
+
 class LoraDense(nnx.Module):
     def __init__(self, base: Dense, cfg: LoraConfig, *, rngs: nnx.Rngs):
         self.base = base
@@ -59,11 +83,11 @@ class LoraDense(nnx.Module):
         self.lora_b = nnx.LoRAParam(jnp.zeros(lead + (cfg.rank, base.out_features), dtype),
                                     logical_axes=lead_axes + ("lora_rank", out_axis))
         if lead:  # one stream per layer slice: key [N] from one draw of the dropout stream, counts [N]
-            self.dropout = nnx.Dropout(cfg.dropout, deterministic=True)
+            self.dropout = PackedDropout(cfg.dropout, deterministic=True)
             keys = jax.random.split(rngs["dropout"](), math.prod(lead)).reshape(lead)
             self.dropout.rngs = nnx.RngStream(keys, tag="dropout")
         else:
-            self.dropout = nnx.Dropout(cfg.dropout, deterministic=True, rngs=rngs)
+            self.dropout = PackedDropout(cfg.dropout, deterministic=True, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dtype = self.base.dtype
