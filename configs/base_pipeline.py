@@ -12,6 +12,10 @@ def add_pipeline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     # Only the table rows of these names (e.g. ("Zero-shot LLM", "Tuned LLM (recent history)") to judge a tuning
     # recipe); () = every row the config asks for. The ID rows (DeepFM, baselines) are always in.
     p.rows = ()
+    # The retrieval rows (ReLLa, Hybrid-Score, RALLRec, Table 6, Fig. 8) on the first N rows of the evaluation
+    # sample (a user-stratified sample too; 0 = all of it): the zero-shot and recent-history rows keep the whole
+    # sample. The report gives each row its own rows, users and intervals; paired comparisons use the common prefix.
+    p.retrieval_eval_size = 0
     # Table 4's "Baseline" rows (generation/baselines.py): the item mean is smoothed towards the global mean with
     # `item_prior` pseudo-ratings; each baseline's logistic regression has a ridge of l2 * N.
     # `deepfm_recent`: a second DeepFM row whose fields add the mean of the K ratings the prompt shows (a user's ID

@@ -333,6 +333,13 @@ class Pipeline:
         evaluation and probabilities instead of scoring the test rows twice."""
         rows = self.eval_rows()
         sample_fp = self.eval_sample().fingerprint()
+        # The retrieval rows (every row with a retrieval kind) may be scored on a prefix of the sample, itself a
+        # user-stratified sample (data/sampling.py), so that a small machine affords a large sample for the
+        # zero-shot and recent-history rows; the report gives each row its own rows, users and intervals.
+        retrieval_size = int(self.config.pipeline.get("retrieval_eval_size", 0) or 0)
+        if retrieval_size < 0:
+            raise ValueError(f"pipeline.retrieval_eval_size={retrieval_size}: give 0 (the whole sample) or a "
+                             "number of sample rows")
         base, tuned, tokenizer = self._models()
         out = {}
         scored: dict[tuple, str] = {}  # EvalRow.scoring -> tag of its evaluation
@@ -345,12 +352,15 @@ class Pipeline:
                 self.progress(f"[evaluate] {row.name}: as {first['row']['name']}")
                 continue
             histories = {}
+            row_ids = rows
             if row.kind:
-                histories[row.order] = retrieved_history(self.retrieval, {"test": rows}, row.order, row.kind)
-            self.progress(f"[evaluate] {row.name}")
+                row_ids = rows[:retrieval_size] if retrieval_size else rows
+                histories[row.order] = retrieved_history(self.retrieval, {"test": row_ids}, row.order, row.kind)
+            self.progress(f"[evaluate] {row.name}" + (f" (first {len(row_ids)} sample rows)"
+                                                       if len(row_ids) < len(rows) else ""))
             # The tuned model already holds its merged adapters: evaluate it as it is.
             result = evaluate_lib.evaluate(self.config, self.workdir, "", order=row.order, split="test",
-                                           rows=rows, histories=histories, data=self.data,
+                                           rows=row_ids, histories=histories, data=self.data,
                                            model=tuned if row.tuned else base, tokenizer=tokenizer, tag=tag)
             out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"], "sample": sample_fp,
                         "probabilities": f"evaluate/{tag}.npy"}

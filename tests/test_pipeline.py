@@ -138,16 +138,18 @@ class _FakeEvaluate:
         self.sample = sample
 
     def __call__(self, config, workdir, adapters, *, order, split, rows, histories, data, model, tokenizer, tag):
-        assert adapters == "" and split == "test" and rows == self.sample.rows.tolist() and tokenizer == "tok"
+        assert adapters == "" and split == "test" and tokenizer == "tok"
+        assert rows == self.sample.rows[:len(rows)].tolist()  # the sample, or a prefix of it
         assert set(histories) == ({order} if order != "simple" else set())
         self.calls.append((tag, model, order))
         rng = np.random.default_rng(len(self.calls))
-        probs = np.clip(0.5 + (self.sample.labels - 0.5) * rng.random() + rng.normal(0, 0.2, len(rows)), 0.01, 0.99)
+        labels = self.sample.labels[:len(rows)]
+        probs = np.clip(0.5 + (labels - 0.5) * rng.random() + rng.normal(0, 0.2, len(rows)), 0.01, 0.99)
         out = pathlib.Path(workdir) / "evaluate"
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / f"{tag}.npy", probs)
         (out / f"{tag}.json").write_text(json.dumps({"row_ids": rows}))
-        return {"metrics": metrics.ctr_metrics(self.sample.labels, probs), "row_ids": rows}
+        return {"metrics": metrics.ctr_metrics(labels, probs), "row_ids": rows}
 
 
 def _fake_pipeline(monkeypatch, workdir, config, sample=None):
@@ -288,6 +290,29 @@ def test_report_rows_share_the_sample_and_carry_intervals(monkeypatch, tmp_path)
     record.write_text(json.dumps({"row_ids": sample.rows[::-1].tolist()}))
     with pytest.raises(ValueError, match="'Zero-shot LLM' .* was scored on other rows than the evaluation sample"):
         run.stage_report()
+
+
+def test_retrieval_rows_on_a_prefix_of_the_sample(monkeypatch, tmp_path):
+    sample = _fake_sample(n=80)
+    config = _config(embedding_ablation=False, retrieval_ablation=False)
+    config.pipeline.retrieval_eval_size = 25
+    run, fake = _fake_pipeline(monkeypatch, tmp_path, config, sample)
+    deepfm_summary, _ = _fake_id_rows(tmp_path, sample)
+    run.results = {"deepfm": deepfm_summary, "evaluate": run.stage_evaluate()}
+    saved = run.stage_report()
+    main = {r["model"]: r for r in saved["rows"] if r["table"] == "main"}
+    head = sample.prefix(25)
+    for name in ("ReLLa (text retrieval)", "Hybrid-Score", "RALLRec"):
+        assert main[name]["rows"] == 25 and main[name]["sample"] == head.fingerprint(), name
+        assert main[name]["users"] == head.num_users
+    for name in ("Zero-shot LLM", "Tuned LLM (recent history)", "DeepFM"):
+        assert main[name]["rows"] == 80 and main[name]["sample"] == sample.fingerprint(), name
+    pairs = {(c["a"], c["b"]): c for c in saved["comparisons"]}
+    assert pairs[("RALLRec", "ReLLa (text retrieval)")]["rows"] == 25
+    assert pairs[("Tuned LLM (recent history)", "Zero-shot LLM")]["rows"] == 80
+    config.pipeline.retrieval_eval_size = -1
+    with pytest.raises(ValueError, match="pipeline.retrieval_eval_size=-1"):
+        run.stage_evaluate()
 
 
 def test_rows_can_be_chosen_by_name():
