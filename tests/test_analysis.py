@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from rallrec_jax.reasoning import analysis
-from rallrec_jax.reasoning import merge as cm
 
 
 def test_length_groups_hand_made():
@@ -52,18 +51,41 @@ def test_variance_windows_hand_made():
     assert analysis.accuracy_vs_variance(labels, preds, window=6)["window_accuracy"] == [pytest.approx(4 / 6)]
 
 
-def test_sweeps_match_merge():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 300)
-    tr = np.clip(0.5 + 0.15 * (2 * y[:, None] - 1) + rng.normal(0, 0.25, (300, 5)), 0, 1)
-    ge = np.clip(0.5 + 0.1 * (2 * y - 1) + rng.normal(0, 0.1, 300), 0, 1)
+def _numpy_ctr_metrics(y, p):
+    """AUC by counting pairs (ties 1/2), LogLoss and accuracy of p > 0.5, written out in numpy."""
+    pos, neg = p[y == 1], p[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    logloss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return {"auc": pairs / (len(pos) * len(neg)), "logloss": logloss, "acc": np.mean((p > 0.5) == y)}
+
+
+def test_sweeps_follow_eq_10_on_a_hand_made_case():
+    """Five samples, K = 2 traces, one general run: P_final from eq. 10 written out here, its metrics in numpy."""
+    y = np.array([1, 0, 1, 0, 1])
+    tr = np.array([[0.8, 0.8], [0.6, 0.2], [0.3, 0.5], [0.9, 0.5], [0.7, 0.3]])
+    ge = np.array([0.6, 0.3, 0.7, 0.4, 0.45])
+    mean_r, var_r = tr.mean(1), ((tr - tr.mean(1, keepdims=True)) ** 2).mean(1)  # ddof = 0
+    # mean_r = [.8, .4, .4, .7, .5], var_r = [0, .04, .01, .04, .04]; one general run: var_g = 0
+    np.testing.assert_allclose(var_r, [0, 0.04, 0.01, 0.04, 0.04], atol=1e-12)
+
+    def eq10(alpha, eps):
+        w_r, w_g = alpha / (var_r + eps), 1 / (0 + eps)
+        return (w_r * mean_r + w_g * ge) / (w_r + w_g)
+
     out = analysis.alpha_sweep(y, tr, ge)
-    assert [r["alpha"] for r in out["rows"]] == list(cm.PAPER_ALPHAS)
-    mr, vr = cm.trace_stats(tr.astype(np.float32))
-    mg, vg = cm.general_stats(ge.astype(np.float32))
-    assert out["rows"] == cm.sweep_alpha(y, mr, vr, mg, vg)
+    assert out["param"] == "alpha" and [r["alpha"] for r in out["rows"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    for row in out["rows"]:
+        assert row["epsilon"] == 1e-3
+        want = _numpy_ctr_metrics(y, eq10(row["alpha"], 1e-3))
+        assert {k: row[k] for k in want} == pytest.approx(want, rel=1e-5)
     oute = analysis.epsilon_sweep(y, tr, ge, epsilons=(1e-2, 1e-4))
     assert [r["epsilon"] for r in oute["rows"]] == [1e-2, 1e-4]
+    for row in oute["rows"]:
+        want = _numpy_ctr_metrics(y, eq10(0.1, row["epsilon"]))
+        assert {k: row[k] for k in want} == pytest.approx(want, rel=1e-5)
+    # Sample 0 has consistent traces (var 0) and equal weight per unit alpha: at alpha = 0.5, eps = 1e-3,
+    # P_final[0] = (0.5 * 0.8 + 0.6) / 1.5 = 2/3 by hand.
+    assert eq10(0.5, 1e-3)[0] == pytest.approx(2 / 3)
 
 
 def test_latency_ratio():

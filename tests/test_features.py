@@ -1,8 +1,7 @@
-"""ID fields for the baselines: vocabularies from train only, unseen values counted, DeepFM learns."""
+"""ID fields for the baselines: vocabularies from train only, unseen values counted, DeepFM learns a planted signal."""
 import numpy as np
 
 from configs import test as test_config
-from rallrec_jax import metrics
 from rallrec_jax.data import features, prepare
 from rallrec_jax.generation import deepfm
 
@@ -29,17 +28,30 @@ def test_fields_from_training_vocabulary(tmp_path):
     np.testing.assert_array_equal(table.labels["test"], data.samples["test"]["label"])
 
 
-def test_deepfm_on_real_samples_beats_chance(tmp_path):
+def test_deepfm_on_real_fields_learns_a_planted_signal_on_held_out_rows(tmp_path):
+    """The real samples' ID fields with labels drawn from a known per-category click probability: DeepFM fitted
+    on 80% of the training rows ranks the other 20% (never seen in training) close to the true probabilities.
+    (The real labels of this tiny set carry too little held-out signal to test learning on.)"""
+    from sklearn.metrics import roc_auc_score
+
     config = test_config.get_config().data
     config.build_tfds = False
     data = prepare.prepare_data(config, tmp_path)
     table = features.categorical_fields(data)
-    model, history = deepfm.train_deepfm(table.fields["train"], table.labels["train"], table.fields["validation"],
-                                         table.labels["validation"], table.cardinalities,
+    x, x_val = table.fields["train"], table.fields["validation"]
+    rng = np.random.default_rng(0)
+    logit = rng.normal(0, 1.5, table.cardinalities[2])  # one click logit per item_category index
+    truth = lambda f: 1 / (1 + np.exp(-logit[f[:, 2]]))  # noqa: E731
+    y = (rng.random(len(x)) < truth(x)).astype(np.int32)
+    y_val = (rng.random(len(x_val)) < truth(x_val)).astype(np.int32)
+    order = rng.permutation(len(y))
+    fit, held = order[:len(y) * 4 // 5], order[len(y) * 4 // 5:]
+    model, history = deepfm.train_deepfm(x[fit], y[fit], x_val, y_val, table.cardinalities,
                                          {"max_epochs": 3, "batch_size": 128})
-    probs = deepfm.predict(model, table.fields["train"])
-    assert metrics.ctr_metrics(table.labels["train"], probs)["auc"] > 0.6
-    assert history["best_epoch"] >= 0
+    auc = roc_auc_score(y[held], deepfm.predict(model, x[held]))
+    oracle = roc_auc_score(y[held], truth(x[held]))  # the best any model can rank these rows
+    assert auc > 0.7 and auc > oracle - 0.1
+    assert 0 <= history["best_epoch"] < 3
 
 
 def test_recent_rating_field_buckets_the_ratings_the_prompt_shows(tmp_path):

@@ -314,12 +314,14 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def test_early_stopping_reads_validation_and_keeps_the_best(tmp_path, monkeypatch):
+    """Scripted validation losses 1.0, 0.8, 0.9, 0.85, 0.7 with patience 2: step 2 is the best, steps 3 and 4
+    do not improve, so the run stops after 4 updates and the kept adapters are the ones evaluated at step 2."""
     trainer = _trainer(tmp_path, steps=10)
     scripted = iter([1.0, 0.8, 0.9, 0.85, 0.7])
-    seen = []
+    evaluated = []  # the LoRA arrays each evaluation saw, in step order
 
     def fake_eval(lora, examples, answer_len, pad_id):
-        seen.extend({e.split for e in examples})
+        evaluated.append([np.array(x) for x in jax.tree.leaves(lora)])
         return {"eval_loss": next(scripted)}
 
     monkeypatch.setattr(trainer, "evaluate", fake_eval)
@@ -329,8 +331,15 @@ def test_early_stopping_reads_validation_and_keeps_the_best(tmp_path, monkeypatc
     summary = ft.train_loop(trainer, synthetic_examples(32), val, loop, tmp_path / "run", pad_id=0)
     assert summary["stopped_early"] and summary["steps"] == 4 and summary["best_step"] == 2
     assert math.isclose(summary["best_eval_loss"], 0.8)
-    assert checkpoint.latest_step(tmp_path / "run" / "best") == 2
-    assert set(seen) == {"validation"}
+    assert len(evaluated) == 4 and checkpoint.latest_step(tmp_path / "run" / "best") == 2
+    # The kept step: the best adapters read back equal the arrays evaluated after update 2, not the last ones.
+    fresh = lora_model(SMALL)
+    checkpoint.restore_adapters(tmp_path / "run" / "best", fresh)
+    kept = lora_arrays(fresh)
+    assert len(kept) == len(evaluated[1])
+    for got, want in zip(kept, evaluated[1]):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(a, b) for a, b in zip(kept, evaluated[3]))
 
 
 def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, data, monkeypatch):

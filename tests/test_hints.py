@@ -1,4 +1,6 @@
 """hints.py: every confidence band, the exact boundaries, and bad input."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -48,11 +50,30 @@ def test_boundaries(p, hedge, label):
     assert knowledge_hint(p) == _official(p)
 
 
-def test_agrees_with_official_on_a_grid():
+def _exact_band(p: float) -> tuple[str, str]:
+    """The band by exact rational arithmetic on the float's value (fractions, no float subtraction).
+
+    For p >= 0.25 the float64 difference p - 0.5 is exact (Sterbenz), and below 0.25 the margin exceeds 0.25,
+    so this agrees with the official float64 reading everywhere on [0, 1]."""
+    q = Fraction(p)
+    margin = abs(q - Fraction(1, 2))
+    hedge = "is" if margin > Fraction(0.2) else ("may be" if margin > Fraction(0.1) else "might be")
+    return hedge, ("Yes" if q > Fraction(1, 2) else "No")
+
+
+def test_bands_on_a_grid_against_exact_arithmetic():
     grid = np.linspace(0, 1, 2001)
-    assert knowledge_hints(grid) == [_official(float(p)) for p in grid]
-    # float32 inputs are widened, then follow the same rule
-    assert knowledge_hint(np.float32(0.7)) == _official(float(np.float32(0.7)))
+    want = ["\nAnother one think the answer " + h + " " + lab + ".\n" for h, lab in map(_exact_band, grid.tolist())]
+    assert knowledge_hints(grid) == want
+    # Counted by hand on the 0.0005 grid (grid[i] = i / 2000, except grid[1400] = 0.7000000000000001):
+    # "is" for i < 600 and i >= 1400 (600 + 601), "may be" for 600 <= i < 800 and 1200 < i < 1400 (200 + 199),
+    # "might be" for 800 <= i <= 1200 (401; 0.4 and 0.6 sit at |p - 0.5| = 0.0999..., not > 0.1).
+    hedges = [hint_parts(p)[0] for p in grid]
+    assert (hedges.count("is"), hedges.count("may be"), hedges.count("might be")) == (1201, 399, 401)
+    assert hedges[599:602] == ["is", "may be", "may be"] and hedges[1399:1401] == ["may be", "is"]
+    # float32 inputs are widened: float32 0.7 is 0.699999988..., margin below 0.2, so "may be"
+    assert knowledge_hint(np.float32(0.7)) == "\nAnother one think the answer may be Yes.\n"
+    assert knowledge_hint(np.float32(0.71)) == "\nAnother one think the answer is Yes.\n"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), -0.1, 1.5])

@@ -102,13 +102,40 @@ def test_embed_texts_rejects_over_long_text(tools):
         text_embed.embed_texts(tools, ["a b c d e f g h"], max_tokens=4)
 
 
+def _numpy_topk(scores, train_pairs, eval_pairs, k):
+    """Recall@k (hits / held-out items) and NDCG@k per user with held-out items outside training, averaged;
+    training items ranked last, ties to the lower item index (a stable sort)."""
+    train = {(int(u), int(i)) for u, i in zip(*train_pairs)}
+    held = {}
+    for u, i in zip(*eval_pairs):
+        if (int(u), int(i)) not in train:
+            held.setdefault(int(u), set()).add(int(i))
+    recalls, ndcgs = [], []
+    for u, truth in held.items():
+        s = scores[u].astype(np.float64).copy()
+        s[[i for (v, i) in train if v == u]] = -np.inf
+        top = np.argsort(-s, kind="stable")[:k]
+        hits = np.array([i in truth for i in top], float)
+        recalls.append(hits.sum() / len(truth))
+        ndcgs.append((hits / np.log2(np.arange(2, k + 2))).sum() / (1 / np.log2(np.arange(2, min(len(truth), k) + 2))).sum())
+    return {f"recall@{k}": np.mean(recalls), f"ndcg@{k}": np.mean(ndcgs), "eval_users": len(held)}
+
+
 def test_collaborative_evaluation_reports_both_models(data, tools, tmp_path):
     config = _config()
     stage = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools)
     report = stage_lib.evaluate_collaborative(stage, "validation", k=10)
-    for model in ("lightgcn", "popularity"):
-        assert 0.0 <= report[model]["recall@10"] <= 1.0 and 0.0 <= report[model]["ndcg@10"] <= 1.0
     users, items = stage_lib.heldout_pairs(data, "validation")
+    train_pairs = stage.graph_interactions()
+    user_emb, item_emb = stage.lightgcn_embeddings()
+    counts = np.bincount(np.unique(np.stack(train_pairs, 1), axis=0)[:, 1], minlength=data.num_items)
+    want = {"lightgcn": _numpy_topk(user_emb.astype(np.float64) @ item_emb.astype(np.float64).T, train_pairs,
+                                    (users, items), 10),
+            "popularity": _numpy_topk(np.broadcast_to(counts, (data.num_users, data.num_items)), train_pairs,
+                                      (users, items), 10)}
+    for model in ("lightgcn", "popularity"):
+        assert report[model] == pytest.approx(want[model], abs=1e-6)
+        assert want[model]["recall@10"] > 0  # the check is not a trivial 0 == 0
     assert len(users) == int(data.samples["validation"]["label"].sum())
     # Items (users) the training graph never saw hold zero rows, and the stage counts them.
     graph_users, graph_items = stage.graph_interactions()
