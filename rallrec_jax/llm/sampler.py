@@ -166,12 +166,12 @@ class DecodeCache(NamedTuple):
     """The keys/values decode reads: each prompt's once, and each sample's generated tokens."""
 
     prefix: KVCache  # k/v [N_layers, P, Lp, KV, hd], mask [P, Lp]: shared by the prompt's K consecutive rows
-    k: jax.Array  # [N_layers, P*K, G, KV, hd]: slot t holds generated token t (its mask is DecodeState.key_mask)
+    k: jax.Array  # [N_layers, P*K, G, KV, hd]: slot t holds generated token t (its mask is SamplingState.key_mask)
     v: jax.Array
 
 
-class DecodeState(NamedTuple):
-    """The decode while-loop's carry."""
+class SamplingState(NamedTuple):
+    """The decode while-loop's carry, one named field per piece (tunix's name for it)."""
 
     step: jax.Array  # [] tokens generated so far = the generation slot the next token is written to
     cache: DecodeCache
@@ -225,10 +225,10 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
     n, gen_len = key_mask.shape
     eos = jnp.asarray(eos_ids, jnp.int32)
 
-    def cond(s: DecodeState):
+    def cond(s: SamplingState):
         return (s.step < max_new_tokens) & ~jnp.all(s.done)
 
-    def body(s: DecodeState) -> DecodeState:
+    def body(s: SamplingState) -> SamplingState:
         if greedy:
             tok = jnp.argmax(s.logits, axis=-1).astype(jnp.int32)
         else:
@@ -242,10 +242,11 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
         cache = s.cache._replace(k=jax.lax.dynamic_update_slice(s.cache.k, new.k.astype(s.cache.k.dtype), at),
                                  v=jax.lax.dynamic_update_slice(s.cache.v, new.v.astype(s.cache.v.dtype), at))
         key_mask = jax.lax.dynamic_update_slice(s.key_mask, jnp.ones((n, 1), bool), (0, s.step))
-        return DecodeState(s.step + 1, cache, key_mask, model.head(hidden[:, 0]), s.positions + 1, tokens, done)
+        return SamplingState(step=s.step + 1, cache=cache, key_mask=key_mask, logits=model.head(hidden[:, 0]),
+                             positions=s.positions + 1, tokens=tokens, done=done)
 
-    start = DecodeState(jnp.int32(0), cache, key_mask, logits, next_pos, jnp.full((n, gen_len), pad_id, jnp.int32),
-                        jnp.zeros((n,), bool))
+    start = SamplingState(step=jnp.int32(0), cache=cache, key_mask=key_mask, logits=logits, positions=next_pos,
+                          tokens=jnp.full((n, gen_len), pad_id, jnp.int32), done=jnp.zeros((n,), bool))
     end = jax.lax.while_loop(cond, body, start)
     return end.tokens, end.done, end.cache  # the cache goes back out so its donated buffers are reused
 
