@@ -216,6 +216,7 @@ def torch_yes_scores(peer, seqs, batch: int, pad_id: int, yes_no, min_bucket: in
 def bench_finetune(s: Setup) -> dict:
     from rallrec_jax.generation import examples as ex_lib
     from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.generation import inputs
 
     a, f = s.args, s.config.finetune
     builder = ex_lib.ExampleBuilder(s.data, s.tokenizer, f.max_prompt_tokens or None)
@@ -240,7 +241,7 @@ def bench_finetune(s: Setup) -> dict:
     t0 = time.perf_counter()
     summary = ft.finetune(s.config, s.workdir, data=s.data, model=model, tokenizer=s.tokenizer, mesh=s.mesh)
     wall = time.perf_counter() - t0
-    run_dir = ft.run_dir(s.config, s.workdir)
+    run_dir = inputs.run_dir(s.config, s.workdir)
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     step_recs = [r for r in records if "examples_per_s" in r]
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -35,6 +35,7 @@ from rallrec_jax import artifacts, locking, metrics, report, settings
 from rallrec_jax.data import ctr, features, prepare, sampling
 from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
+from rallrec_jax.generation import inputs as inputs_lib
 from rallrec_jax.generation.histories import retrieved_history
 from rallrec_jax.report import training_data
 from rallrec_jax.retrieval import stage as retrieval_stage
@@ -125,7 +126,7 @@ class Pipeline:
                                            artifacts.model_identity(c.retrieval.llm_path))
             fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"),
                                         c.evaluate.k_history)
-            fp["finetune"] = _fingerprint(fp["retrieval"], finetune_lib.run_identity(c, self._tuning_identity(fp)),
+            fp["finetune"] = _fingerprint(fp["retrieval"], inputs_lib.run_identity(c, self._tuning_identity(fp)),
                                           c.pipeline.train_kind)
             fp["evaluate"] = _fingerprint(fp["finetune"], c.evaluate, c.pipeline)
             fp["reasoning"] = _fingerprint(fp["evaluate"], reasoning, reasoning and {
@@ -136,13 +137,13 @@ class Pipeline:
         return self._fingerprints
 
     def _tuning_identity(self, fp: Mapping[str, str]) -> dict:
-        """What the tuning prompts' histories depend on beyond the finetune settings (`finetune.run_identity`)."""
+        """What the tuning prompts' histories depend on beyond the finetune settings (`inputs.run_identity`)."""
         kind = self.config.pipeline.train_kind
         return {"train_kind": kind, "retrieval": fp["retrieval"] if kind else None}
 
     def finetune_dir(self) -> pathlib.Path:
-        """This run's LoRA folder (keyed by everything the adapters depend on; see `finetune.run_dir`)."""
-        return finetune_lib.run_dir(self.config, self.workdir, self._tuning_identity(self.fingerprints()))
+        """This run's LoRA folder (keyed by everything the adapters depend on; see `inputs.run_dir`)."""
+        return inputs_lib.run_dir(self.config, self.workdir, self._tuning_identity(self.fingerprints()))
 
     def _marker(self, stage: str) -> pathlib.Path:
         return self.marks / f"{stage}.json"
@@ -316,9 +317,9 @@ class Pipeline:
         from flax import nnx
 
         if self._loaded_models is None:
-            base, tokenizer = finetune_lib.load_base(self.config)
+            base, tokenizer = inputs_lib.load_base(self.config)
             tuned = nnx.clone(base)
-            evaluate_lib.attach_adapters(tuned, finetune_lib.lora_config(self.config.lora),
+            evaluate_lib.attach_adapters(tuned, inputs_lib.lora_config(self.config.lora),
                                          self.finetune_dir() / "best")
             self._loaded_models = (base, tuned, tokenizer)
         return self._loaded_models

@@ -13,7 +13,7 @@ from rallrec_jax import checkpoint, parallel
 from rallrec_jax.api import Recommender, ScoreSettings, profile_fields
 from rallrec_jax.data import prepare
 from rallrec_jax.generation import evaluate as ev
-from rallrec_jax.generation import finetune as ft
+from rallrec_jax.generation import inputs
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import peft as peft_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -59,7 +59,7 @@ def test_score_equals_the_pipeline_zero_shot_and_tuned(data, tiny_llm, tmp_path)
     np.testing.assert_allclose(rec.score(*requests[3]), want[3:4], atol=1e-6, rtol=0)
 
     # Adapters of the config's LoRA layout with non-zero B, saved as ours and exported as PEFT.
-    model = lora_lib.apply_lora(weights.load_hf(tiny_llm), ft.lora_config(config.lora), rngs=nnx.Rngs(4))
+    model = lora_lib.apply_lora(weights.load_hf(tiny_llm), inputs.lora_config(config.lora), rngs=nnx.Rngs(4))
     for node in lora_lib.lora_modules(model).values():
         node.lora_b.set_value(jax.random.normal(jax.random.key(1), node.lora_b.get_value().shape) * 0.3)
     checkpoint.save_adapters(tmp_path / "ours", 1, model)

@@ -14,6 +14,7 @@ from rallrec_jax.data import prepare
 from rallrec_jax.generation import evaluate as ev
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
+from rallrec_jax.generation import inputs
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
@@ -95,8 +96,8 @@ def test_tuned_adapters_are_loaded_and_merged(tmp_path, tokenizer, data):
                         mesh=one_device(), num_rows=ROWS)
     assert tuned["adapter_step"] == summary["best_step"]
     # Reference: the same adapters restored into an unmerged LoRA model, each prompt run alone.
-    model = lora_lib.apply_lora(create_model(WIDE, seed=0), ft.lora_config(config.lora), rngs=nnx.Rngs(7))
-    checkpoint.restore_adapters(ft.run_dir(config, tmp_path) / "best", model)
+    model = lora_lib.apply_lora(create_model(WIDE, seed=0), inputs.lora_config(config.lora), rngs=nnx.Rngs(7))
+    checkpoint.restore_adapters(inputs.run_dir(config, tmp_path) / "best", model)
     logits = reference_last_logits(model, data, tokenizer, config, ROWS)
     yes, no = tok_lib.yes_no_ids(tokenizer)
     want = 1.0 / (1.0 + np.exp(-(logits[:, yes] - logits[:, no])))

@@ -16,6 +16,7 @@ from rallrec_jax import assets, checkpoint, parallel
 from rallrec_jax.data import prepare, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
+from rallrec_jax.generation import inputs
 from rallrec_jax.generation import prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -447,7 +448,7 @@ def test_a_changed_learning_rate_trains_afresh_as_a_new_run(tmp_path, tokenizer,
         np.testing.assert_array_equal(a, b)
     assert new["run_dir"] != old["run_dir"]
     assert pathlib.Path(new["run_dir"]).parent == pathlib.Path(old["run_dir"]).parent
-    assert ft.run_dir(new_config, tmp_path / "work") == pathlib.Path(new["run_dir"])
+    assert inputs.run_dir(new_config, tmp_path / "work") == pathlib.Path(new["run_dir"])
     losses = [[json.loads(x)["loss"] for x in (pathlib.Path(s["run_dir"]) / "metrics.jsonl").read_text().splitlines()
                if "loss" in json.loads(x)] for s in (new, fresh)]
     assert len(losses[0]) == 3 and losses[0] == losses[1]  # all three steps trained, as the fresh run's

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from rallrec_jax import artifacts, checkpoint, console, metrics
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation.inputs import lora_config, other_runs, run_dir, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.model import Llm
@@ -60,8 +61,6 @@ def adapters_dir(config: ml_collections.ConfigDict, workdir: str | os.PathLike, 
     if not adapters:
         return None
     if adapters == "best":
-        from rallrec_jax.generation.finetune import other_runs, run_dir
-
         best = run_dir(config, workdir) / "best"  # the run of exactly this config (its folder is its identity)
         if not best.is_dir():
             raise ValueError(f"no saved adapters under {best}: no LoRA run of this config; "
@@ -84,8 +83,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
 
     `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
     (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
-    from rallrec_jax.generation.finetune import lora_config, stage_inputs
-
     e = config.evaluate
     order = order or e.order
     split = split or e.split

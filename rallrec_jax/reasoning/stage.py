@@ -89,7 +89,7 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
     """P_G [N] for the N reasoning rows (`reasoning_rows`), with labels, row ids and seconds; computed by
     `evaluate.evaluate` once and then read from reasoning/general.{json,npy} while the settings match."""
     from rallrec_jax.generation import evaluate as eval_lib
-    from rallrec_jax.generation.finetune import load_base
+    from rallrec_jax.generation.inputs import load_base
 
     rows = reasoning_rows(config, data)
     n = len(rows)
