@@ -45,6 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
 from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm.model import REMAT, Llm, positions_from_mask
@@ -401,7 +402,7 @@ class LoopConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.metric not in ("eval_loss", "eval_auc"):
+        if self.metric not in METRICS:
             raise ValueError(f"finetune.early_stopping_metric={self.metric!r} must be 'eval_loss' or 'eval_auc'")
         if self.total_steps < 1:
             raise ValueError(f"total steps {self.total_steps} must be >= 1")
@@ -515,7 +516,7 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
     log = MetricsLog(run_dir, is_main)
     mgr = checkpoint.manager(ckpt_dir, max_to_keep=2)
     lora, opt_state = trainer.initial_state()
-    track = {"best": math.nan, "best_step": -1, "bad": 0, "done": 0}
+    stopping = EarlyStopping.for_metric(loop.metric, loop.patience)
 
     def position(step: int) -> dict[str, np.ndarray]:
         """Where the data stream stands after `step` updates (the next batch is (epoch, batch) of the
@@ -529,12 +530,11 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
     if mgr.latest_step() is not None:
         check_resume_identity(run_dir, full_identity)
         abstract = {"lora": _flat(lora), "opt": _flat(opt_state),
-                    "track": {k: np.zeros((), np.float64) for k in track}, "position": position(0)}
+                    "track": EarlyStopping.abstract_arrays(), "position": position(0)}
         start, restored = checkpoint.restore_newest_good(mgr, abstract)
         lora = _unflat(lora, restored["lora"])
         opt_state = _unflat(opt_state, restored["opt"])
-        track = {k: float(v) for k, v in restored["track"].items()}
-        track["best_step"], track["bad"], track["done"] = int(track["best_step"]), int(track["bad"]), int(track["done"])
+        stopping.restore(restored["track"])
         start = int(start)
         pos = restored["position"]
         if int(pos["num_examples"]) != len(train_examples) or int(pos["effective_batch"]) != s.effective_batch:
@@ -542,27 +542,22 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
                 f"{ckpt_dir}: the checkpoint was made with {int(pos['num_examples'])} training examples and "
                 f"effective batch {int(pos['effective_batch'])}, this run has {len(train_examples)} and "
                 f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
-        _align_best(trainer, best_dir, mgr, abstract, start, track["best_step"], lora)
+        _align_best(trainer, best_dir, mgr, abstract, start, stopping.best_step, lora)
         logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
     elif is_main:
         artifacts.atomic_write_json(run_dir / "identity.json", full_identity)
 
     def save(step: int):
         tree = {"lora": _flat(lora), "opt": _flat(opt_state),
-                "track": {k: np.asarray(v, np.float64) for k, v in track.items()}, "position": position(step)}
+                "track": stopping.to_arrays(), "position": position(step)}
         checkpoint.save(mgr, step, tree)
-
-    def better(value: float) -> bool:
-        if math.isnan(track["best"]):
-            return True
-        return value < track["best"] if loop.metric == "eval_loss" else value > track["best"]
 
     end = loop.total_steps if stop_at is None else min(loop.total_steps, int(stop_at))
     bar = console.progress(loop.total_steps, "finetune", initial=start, unit="step", enabled=loop.progress)
     step = start
     last_eval: dict = {}
     try:
-        while step < end and not track["done"]:
+        while step < end and not stopping.done:
             rows, epoch, within = step_rows(len(train_examples), s.effective_batch, s.seed, step)
             batch, length = global_batch(train_examples, rows, answer_len, pad_id, s.min_bucket)
             t0 = time.perf_counter()
@@ -590,16 +585,11 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
                 last_eval = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
                 value = last_eval[loop.metric] if loop.metric in last_eval else math.nan
-                if not math.isnan(value) and better(value):
-                    track["best"], track["best_step"], track["bad"] = value, step, 0
+                if stopping.update(value, step):
                     nnx.update(trainer.model, trainer._copy(lora))
                     checkpoint.save_adapters(best_dir, step, trainer.model, max_to_keep=1)
-                else:
-                    track["bad"] += 1
-                if loop.patience and track["bad"] >= loop.patience:
-                    track["done"] = 1
-                log.write({"step": step, **last_eval, "best_step": track["best_step"],
-                           "evals_without_improvement": track["bad"]})
+                log.write({"step": step, **last_eval, "best_step": stopping.best_step,
+                           "evals_without_improvement": stopping.bad})
                 save(step)
             elif loop.checkpoint_every and step % loop.checkpoint_every == 0:
                 save(step)
@@ -611,13 +601,13 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
         mgr.close()
         log.close()
     nnx.update(trainer.model, trainer._copy(lora))
-    if track["best_step"] >= 0 and checkpoint.latest_step(best_dir) != track["best_step"]:
-        raise ValueError(f"{best_dir}: the best adapters (step {track['best_step']}) are missing or damaged and could "
+    if stopping.best_step >= 0 and checkpoint.latest_step(best_dir) != stopping.best_step:
+        raise ValueError(f"{best_dir}: the best adapters (step {stopping.best_step}) are missing or damaged and could "
                          f"not be rebuilt; delete {run_dir} to train this run again")
-    summary = {"steps": step, "total_steps": loop.total_steps, "stopped_early": bool(track["done"]),
-               "finished": bool(track["done"]) or step >= loop.total_steps,
-               "best_step": track["best_step"], f"best_{loop.metric}": track["best"],
-               "checkpoints": str(ckpt_dir), "best_adapters": str(best_dir) if track["best_step"] >= 0 else None,
+    summary = {"steps": step, "total_steps": loop.total_steps, "stopped_early": stopping.done,
+               "finished": stopping.done or step >= loop.total_steps,
+               "best_step": stopping.best_step, f"best_{loop.metric}": stopping.best,
+               "checkpoints": str(ckpt_dir), "best_adapters": str(best_dir) if stopping.best_step >= 0 else None,
                "last_eval": last_eval}
     if is_main:
         artifacts.atomic_write_json(run_dir / "result.json", summary)
