@@ -20,6 +20,7 @@ from rallrec_jax.generation import inputs
 from rallrec_jax.generation import prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
+from rallrec_jax.llm import training_forward as tf
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model, positions_from_mask
 from tests.unrolled import unrolled_hidden
@@ -82,7 +83,7 @@ def test_only_answer_tokens_contribute_to_the_loss():
     exs = synthetic_examples(4)
     batch = ft.make_batch(exs + [None], 64, 3, pad_id=0)  # one zero-weight filler row
     assert batch["ans_w"].sum() == 12 and batch["ans_w"][4].sum() == 0
-    ours = float(ft.token_cross_entropy(ft.answer_logits(model, {k: jnp.asarray(v) for k, v in batch.items()}),
+    ours = float(ft.token_cross_entropy(tf.answer_logits(model, {k: jnp.asarray(v) for k, v in batch.items()}),
                                         jnp.asarray(batch["ans_tok"]), jnp.asarray(batch["ans_w"])))
     full = np.asarray(model(jnp.asarray(batch["tokens"]), jnp.arange(64)[None].repeat(5, 0),
                             jnp.asarray(batch["mask"]).astype(bool)), np.float64)  # [B, L, V]
@@ -120,7 +121,7 @@ def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
 
     def loss(lora, mode):
         m = nnx.merge(graphdef, lora, rest)
-        logits = _unrolled_answer_logits(m, batch) if mode == "unrolled" else ft.answer_logits(m, batch, mode)
+        logits = _unrolled_answer_logits(m, batch) if mode == "unrolled" else tf.answer_logits(m, batch, mode)
         return ft.token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
 
     lora = jax.tree.map(lambda x: x + 0.01, lora)  # non-zero B so every adapter has a gradient
@@ -144,7 +145,7 @@ def test_scanned_forward_draws_the_unrolled_dropout_masks():
 
     def logits(mode, key):
         m = nnx.merge(graphdef, lora, ft.reseeded(rngs, key), rest)
-        return _unrolled_answer_logits(m, batch) if mode == "unrolled" else ft.answer_logits(m, batch, mode)
+        return _unrolled_answer_logits(m, batch) if mode == "unrolled" else tf.answer_logits(m, batch, mode)
 
     key = jax.random.key(3)
     want = jax.jit(lambda k: logits("unrolled", k))(key)

@@ -14,7 +14,8 @@ step (forward, backward, accumulation, AdamW) is one XLA program with explicit i
 train state (LoRA params + optimizer state; the frozen base is an input, never copied).
 
 The loss needs logits at the answer positions only: the decoder's final hidden states are gathered at the
-A positions that predict answer tokens and only those go through the vocab head ([B, A, V], not [B, L, V]).
+A positions that predict answer tokens and only those go through the vocab head ([B, A, V], not [B, L, V]);
+that training forward lives beside the model, in llm/training_forward.py.
 
 Determinism and resumption: the data order is a permutation per (seed, epoch); every micro-batch's dropout
 key is fold_in(seed, step, micro) and set into the model's RNG streams inside the step, so a run resumed from
@@ -48,9 +49,11 @@ from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
 from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
-from rallrec_jax.llm.model import REMAT, Llm, positions_from_mask
+from rallrec_jax.llm.model import REMAT, Llm
+from rallrec_jax.llm.scoring import yes_probability_from_logits
 from rallrec_jax.llm.sharding import param_shardings, shard_model
 from rallrec_jax.llm.tokenizer import bucket_length
+from rallrec_jax.llm.training_forward import answer_logits
 
 BATCH_KEYS = ("tokens", "mask", "ans_pos", "ans_tok", "ans_w")
 
@@ -103,27 +106,6 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Arra
     logz = jax.nn.logsumexp(logits, axis=-1)  # [B, A]
     picked = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]  # [B, A]
     return jnp.sum((logz - picked) * weights)
-
-
-def decoder_hidden(model: Llm, tokens: jax.Array, mask: jax.Array, remat: str = "none") -> jax.Array:
-    """Final-normed hidden states [B, L, D] of the training forward: the model's layer scan (built once, at
-    load) with per-block rematerialisation `remat` ("none" | "attention" | "full", see
-    `Llm.hidden_states`); each block slice keeps its own dropout RNG stream."""
-    return model.hidden_states(tokens, positions_from_mask(mask), mask.astype(bool), remat=remat)
-
-
-def answer_logits(model: Llm, batch: Mapping[str, jax.Array], remat: str = "none") -> jax.Array:
-    """Logits [B, A, V] at the positions predicting each answer token (head applied only there)."""
-    hidden = decoder_hidden(model, batch["tokens"], batch["mask"], remat)  # [B, L, D]
-    h = jnp.take_along_axis(hidden, batch["ans_pos"][..., None].astype(jnp.int32), axis=1)  # [B, A, D]
-    return model.head(h)  # [B, A, V] float32
-
-
-def yes_probability(first_logits: jax.Array, yes_id: int, no_id: int, double_softmax: bool = False) -> jax.Array:
-    """[B, V] logits at the answer position -> P(Yes) [B] (spec 3.3; the double softmax is the official one)."""
-    from rallrec_jax.llm.scoring import yes_probability_from_logits
-
-    return yes_probability_from_logits(first_logits, yes_id, no_id, double_softmax)
 
 
 # ----------------------------------------------------------------------------- settings
@@ -293,7 +275,8 @@ class Trainer:
         if self.yes_no is None:
             p = jnp.full_like(ce, jnp.nan)
         else:
-            p = yes_probability(logits[:, 0], self.yes_no[0], self.yes_no[1], self.settings.double_softmax)
+            p = yes_probability_from_logits(logits[:, 0], self.yes_no[0], self.yes_no[1],
+                                            self.settings.double_softmax)
         return jnp.stack([ce, w, p], axis=-1)
 
     # ------------------------------------------------------------------ host API
