@@ -117,7 +117,8 @@ def _numpy_topk(scores, train_pairs, eval_pairs, k):
         top = np.argsort(-s, kind="stable")[:k]
         hits = np.array([i in truth for i in top], float)
         recalls.append(hits.sum() / len(truth))
-        ndcgs.append((hits / np.log2(np.arange(2, k + 2))).sum() / (1 / np.log2(np.arange(2, min(len(truth), k) + 2))).sum())
+        ideal = (1 / np.log2(np.arange(2, min(len(truth), k) + 2))).sum()
+        ndcgs.append((hits / np.log2(np.arange(2, k + 2))).sum() / ideal)
     return {f"recall@{k}": np.mean(recalls), f"ndcg@{k}": np.mean(ndcgs), "eval_users": len(held)}
 
 
