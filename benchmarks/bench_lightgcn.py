@@ -202,13 +202,15 @@ def main():
     import jax
 
     from rallrec_jax import parallel
+    from rallrec_jax import metrics as M
+    from rallrec_jax.retrieval import graph as G
     from rallrec_jax.retrieval import lightgcn as L
 
     tu, ti, eu, ei, nu, ni = load_ml1m_split(args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
     else:
-        best, timings = best_torch_threads(nu, ni, *L.dedupe_interactions(tu, ti, nu, ni),
+        best, timings = best_torch_threads(nu, ni, *M.dedupe_interactions(tu, ti, nu, ni),
                                            range(1, (os.cpu_count() or 1) + 1))
         print("torch CSR product ms by thread count: "
               + ", ".join(f"{t}: {1e3 * s:.1f}" for t, s in timings.items()) + f" -> {best}", flush=True)
@@ -216,12 +218,12 @@ def main():
     print(f"ML-1M split: {nu} users, {ni} items, {n_edges} train pairs ({2 * n_edges} directed edges), "
           f"{eu.size} held-out pairs; backend {jax.default_backend()}, {jax.device_count()} device(s), "
           f"torch threads {torch.get_num_threads()}", flush=True)
-    pop = L.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
+    pop = M.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
     print(f"popularity: recall@20 {pop['recall@20']:.4f} ndcg@20 {pop['ndcg@20']:.4f}", flush=True)
 
     # Epoch 1 of each side is its warm-up (JAX's holds the compile), then pairs of (JAX epoch, torch epoch).
     mesh = parallel.make_mesh(devices=jax.devices()[:1])
-    propagation = L.resolve_propagation(args.propagation)
+    propagation = G.resolve_propagation(args.propagation)
     jax_run = L.LightGCNTrainer(tu, ti, nu, ni, L.LightGCNConfig(propagation=propagation), mesh=mesh)
     torch_run = TorchLightGCN(tu, ti, nu, ni)
     jax_losses, torch_losses = [], []
@@ -240,7 +242,7 @@ def main():
     jax_times, torch_times = [row["ours_warmup_s"], *row["ours_s"]], [row["peer_warmup_s"], *row["peer_s"]]
     jax_epoch, torch_epoch = row["ours_median_s"], row["peer_median_s"]
     jm = jax_run.evaluate((eu, ei))
-    tm = L.topk_metrics(*torch_run.embeddings(), (tu, ti), (eu, ei), k=20)
+    tm = M.topk_metrics(*torch_run.embeddings(), (tu, ti), (eu, ei), k=20)
     print(f"jax  ({propagation} propagation, epoch in one jitted scan): first epoch {jax_times[0]:.2f}s (compile), "
           f"median {jax_epoch:.3f}s/epoch, loss {jax_losses[-1]:.4f}, recall@20 {jm['recall@20']:.4f}, "
           f"ndcg@20 {jm['ndcg@20']:.4f}", flush=True)

@@ -1,4 +1,5 @@
-"""CTR metrics: ROC-AUC, LogLoss and accuracy, in JAX, equal to scikit-learn's; GAUC and user-level bootstrap intervals.
+"""CTR metrics: ROC-AUC, LogLoss and accuracy, in JAX, equal to scikit-learn's; GAUC and user-level bootstrap intervals;
+ranking metrics (Recall@K, NDCG@K) at the end.
 
 The official code scores every model with `sklearn.metrics.roc_auc_score`, `log_loss` and
 `accuracy_score(labels, p > 0.5)` (spec 3.3). This module reproduces those three numbers with
@@ -25,6 +26,7 @@ inside a `jax.enable_x64(True)` context (thread-local, restored on exit); pass
 """
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import jax
@@ -337,3 +339,100 @@ def paired_auc_difference(labels, probs_a, probs_b, users, *, resamples: int = 1
             "share_above_zero": float(np.mean(finite > 0)) if finite.size else float("nan"),
             "rows": int(y.shape[0]), "users": num_users, "resamples": int(resamples), "seed": int(seed),
             "level": float(level)}
+
+
+# ----------------------------------------------------------------------------- ranking metrics
+#
+# Full-ranking Recall@K / NDCG@K of a recommender's scores `user_emb @ item_emb.T`, each user's training items
+# excluded from the ranking (LightGCN's evaluation, and its popularity baseline).
+
+
+def dedupe_interactions(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Validates and de-duplicates (user, item) pairs; returns them sorted by (user, item) as int32."""
+    users = np.asarray(users)
+    items = np.asarray(items)
+    if users.ndim != 1 or items.ndim != 1 or users.shape != items.shape:
+        raise ValueError(f"users {users.shape} and items {items.shape} must be 1-D arrays of equal length")
+    if not (np.issubdtype(users.dtype, np.integer) and np.issubdtype(items.dtype, np.integer)):
+        raise ValueError(f"users ({users.dtype}) and items ({items.dtype}) must be integer indices")
+    if users.size and (users.min() < 0 or users.max() >= num_users):
+        raise ValueError(f"users holds indices outside [0, {num_users}): min {users.min()}, max {users.max()}")
+    if items.size and (items.min() < 0 or items.max() >= num_items):
+        raise ValueError(f"items holds indices outside [0, {num_items}): min {items.min()}, max {items.max()}")
+    keys = np.unique(users.astype(np.int64) * num_items + items.astype(np.int64))
+    return (keys // num_items).astype(np.int32), (keys % num_items).astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("k",))
+def _topk_batch(user_emb, item_emb, train_mask, truth_mask, valid, k):
+    """Sums of Recall@k and NDCG@k over the valid rows of one user batch.
+
+    user_emb [b, D], item_emb [I, D], train_mask / truth_mask [b, I] bool, valid [b] bool.
+    """
+    scores = jnp.where(train_mask, -jnp.inf, user_emb @ item_emb.T)  # [b, I]
+    _, top = jax.lax.top_k(scores, k)  # [b, k]
+    hits = jnp.take_along_axis(truth_mask, top, axis=1).astype(jnp.float32)  # [b, k]
+    n_true = truth_mask.sum(1).astype(jnp.float32)  # [b]
+    discount = 1.0 / jnp.log2(jnp.arange(k, dtype=jnp.float32) + 2.0)  # [k]
+    dcg = hits @ discount
+    idcg = jnp.cumsum(discount)[jnp.clip(n_true.astype(jnp.int32), 1, k) - 1]
+    recall = hits.sum(1) / jnp.maximum(n_true, 1.0)
+    ndcg = dcg / idcg
+    return jnp.sum(jnp.where(valid, recall, 0.0)), jnp.sum(jnp.where(valid, ndcg, 0.0))
+
+
+def _csr_rows(users: np.ndarray, items: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(users, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=num_users))])
+    return indptr, items[order]
+
+
+def topk_metrics(user_emb: np.ndarray, item_emb: np.ndarray, train_pairs: tuple[np.ndarray, np.ndarray],
+                 eval_pairs: tuple[np.ndarray, np.ndarray], k: int = 20, batch_users: int = 1024
+                 ) -> dict[str, float]:
+    """Full-ranking Recall@k and NDCG@k, training items of each user excluded from the ranking.
+
+    Averaged over users with at least one held-out item not among their training items. Scores are
+    `user_emb @ item_emb.T`, so a popularity baseline is user_emb = ones [U, 1], item_emb = counts [I, 1].
+    """
+    user_emb = np.asarray(user_emb, np.float32)
+    item_emb = np.asarray(item_emb, np.float32)
+    num_users, num_items = user_emb.shape[0], item_emb.shape[0]
+    if k > num_items:
+        raise ValueError(f"k={k} exceeds the number of items {num_items}")
+    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
+    eu, ei = dedupe_interactions(*eval_pairs, num_users, num_items)
+    seen = np.isin(eu.astype(np.int64) * num_items + ei, tu.astype(np.int64) * num_items + ti)
+    eu, ei = eu[~seen], ei[~seen]
+    if eu.size == 0:
+        raise ValueError("eval_pairs holds no (user, item) pair outside the training pairs")
+    t_ptr, t_items = _csr_rows(tu, ti, num_users)
+    e_ptr, e_items = _csr_rows(eu, ei, num_users)
+    eval_users = np.unique(eu)
+    item_dev = jnp.asarray(item_emb)
+    recall_sum = ndcg_sum = 0.0
+    for start in range(0, eval_users.size, batch_users):
+        rows = eval_users[start:start + batch_users]
+        b = rows.size
+        padded = np.zeros(batch_users, np.int64)
+        padded[:b] = rows
+        train_mask = np.zeros((batch_users, num_items), bool)
+        truth_mask = np.zeros((batch_users, num_items), bool)
+        for r, u in enumerate(rows):
+            train_mask[r, t_items[t_ptr[u]:t_ptr[u + 1]]] = True
+            truth_mask[r, e_items[e_ptr[u]:e_ptr[u + 1]]] = True
+        valid = np.arange(batch_users) < b
+        rs, ns = _topk_batch(jnp.asarray(user_emb[padded]), item_dev, jnp.asarray(train_mask),
+                             jnp.asarray(truth_mask), jnp.asarray(valid), k)
+        recall_sum += float(rs)
+        ndcg_sum += float(ns)
+    n = eval_users.size
+    return {f"recall@{k}": recall_sum / n, f"ndcg@{k}": ndcg_sum / n, "eval_users": int(n)}
+
+
+def popularity_metrics(train_pairs, eval_pairs, num_users: int, num_items: int, k: int = 20) -> dict[str, float]:
+    """The same metrics for the most-popular-items ranking (training interaction counts)."""
+    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
+    counts = np.bincount(ti, minlength=num_items).astype(np.float32)
+    return topk_metrics(np.ones((num_users, 1), np.float32), counts[:, None], (tu, ti), eval_pairs, k)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from rallrec_jax import parallel
+from rallrec_jax import metrics as M
+from rallrec_jax.retrieval import graph as G
 from rallrec_jax.retrieval import lightgcn as L
 from rallrec_jax.retrieval import native
 
@@ -30,12 +32,12 @@ def dense_norm_adj(users, items, num_users, num_items):
 
 
 def test_dedupe_and_bad_input():
-    u, i = L.dedupe_interactions(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
+    u, i = M.dedupe_interactions(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
     assert len(u) == 10 and len(set(zip(u.tolist(), i.tolist()))) == 10
     with pytest.raises(ValueError, match="items"):
-        L.dedupe_interactions(USERS, ITEMS + 3, NUM_USERS, NUM_ITEMS)
+        M.dedupe_interactions(USERS, ITEMS + 3, NUM_USERS, NUM_ITEMS)
     with pytest.raises(ValueError, match="equal length"):
-        L.dedupe_interactions(USERS[:3], ITEMS, NUM_USERS, NUM_ITEMS)
+        M.dedupe_interactions(USERS[:3], ITEMS, NUM_USERS, NUM_ITEMS)
     with pytest.raises(ValueError, match="propagation"):
         L.LightGCNConfig(propagation="dense")
     assert parallel.data_parallel_size(L.default_mesh()) == 1  # CPU: no replicated full-graph work
@@ -46,25 +48,25 @@ def test_dedupe_and_bad_input():
 
 
 def test_jraph_layer_equals_dense_normalised_adjacency():
-    graph = L.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
+    graph = G.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
     assert graph.senders.shape == (20,)  # 10 unique pairs, both directions
     x = np.random.default_rng(0).normal(size=(NUM_USERS + NUM_ITEMS, 4)).astype(np.float32)
     a = dense_norm_adj(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
-    np.testing.assert_allclose(L.propagate_jraph(graph, jnp.asarray(x)), a @ x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(G.propagate_jraph(graph, jnp.asarray(x)), a @ x, rtol=1e-5, atol=1e-6)
     # jraph's own GCN layer with symmetric normalisation is the same operator.
     gcn = jraph.GraphConvolution(update_node_fn=lambda n: n, symmetric_normalization=True)
     np.testing.assert_allclose(gcn(graph._replace(nodes=jnp.asarray(x))).nodes, a @ x, rtol=1e-5, atol=1e-6)
     # Readout: mean over layers 0..3 of A^k x.
     expect = sum(np.linalg.matrix_power(a, k) @ x for k in range(4)) / 4
-    np.testing.assert_allclose(L.layer_mean(graph, jnp.asarray(x), 3), expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(G.layer_mean(graph, jnp.asarray(x), 3), expect, rtol=1e-5, atol=1e-6)
     # The isolated item keeps only its layer-0 share.
-    np.testing.assert_allclose(L.layer_mean(graph, jnp.asarray(x), 3)[NUM_USERS + 6], x[NUM_USERS + 6] / 4,
+    np.testing.assert_allclose(G.layer_mean(graph, jnp.asarray(x), 3)[NUM_USERS + 6], x[NUM_USERS + 6] / 4,
                                rtol=1e-6)
 
 
 def test_sparse_path_equals_jraph_and_dense_values_and_gradients():
-    graph = L.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
-    adj = L.graph_to_bcsr(graph)
+    graph = G.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
+    adj = G.graph_to_bcsr(graph)
     a = dense_norm_adj(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
     np.testing.assert_allclose(adj.todense(), a, rtol=1e-6, atol=1e-7)
     rng = np.random.default_rng(1)
@@ -72,14 +74,14 @@ def test_sparse_path_equals_jraph_and_dense_values_and_gradients():
     w = jnp.asarray(rng.normal(size=(NUM_USERS + NUM_ITEMS, 4)), jnp.float32)
 
     def objective(op, x):
-        return jnp.sum(jnp.sin(L.layer_mean(op, x, 3)) * w)
+        return jnp.sum(jnp.sin(G.layer_mean(op, x, 3)) * w)
 
     v_j, g_j = jax.jit(jax.value_and_grad(objective, argnums=1))(graph, x)
     v_s, g_s = jax.jit(jax.value_and_grad(objective, argnums=1))(adj, x)
     np.testing.assert_allclose(v_s, v_j, rtol=1e-5)
     np.testing.assert_allclose(g_s, g_j, rtol=1e-5, atol=1e-6)
     # The native threaded kernel: same values and gradients.
-    v_n, g_n = jax.jit(jax.value_and_grad(objective, argnums=1))(L.graph_to_native(graph), x)
+    v_n, g_n = jax.jit(jax.value_and_grad(objective, argnums=1))(G.graph_to_native(graph), x)
     np.testing.assert_allclose(v_n, v_j, rtol=1e-5)
     np.testing.assert_allclose(g_n, g_j, rtol=1e-5, atol=1e-6)
     # Dense reference gradient: d/dx sum(sin(M x) * w) = M^T (cos(M x) * w), M = mean_k A^k.
@@ -141,16 +143,16 @@ def test_native_kernel_equals_scipy_on_a_power_law_graph(dim, threads):
 def test_native_propagation_is_refused_clearly_where_it_cannot_run(monkeypatch):
     monkeypatch.setattr(native, "_load", lambda: "no C++ compiler on PATH (set CXX, or install g++)")
     with pytest.raises(native.NativeUnavailable, match="no C.. compiler"):
-        L.resolve_propagation("native")
-    assert L.resolve_propagation("auto") == "sparse"  # falls back to XLA's kernel with a warning
+        G.resolve_propagation("native")
+    assert G.resolve_propagation("auto") == "sparse"  # falls back to XLA's kernel with a warning
     with pytest.raises(native.NativeUnavailable, match="no C.. compiler"):
         native.csr_matmul(jnp.zeros(1), jnp.zeros(1, jnp.int32), jnp.array([0, 1], jnp.int32), jnp.zeros((1, 4)))
 
 
 @pytest.mark.parametrize("propagation", ["jraph", "sparse", "native"])
 def test_bpr_loss_and_gradient_match_numpy(propagation):
-    graph = L.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
-    op = L.make_operator(graph, propagation)
+    graph = G.build_graph(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
+    op = G.make_operator(graph, propagation)
     a = dense_norm_adj(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
     rng = np.random.default_rng(2)
     e0 = rng.normal(scale=0.5, size=(NUM_USERS + NUM_ITEMS, 3))
@@ -158,7 +160,7 @@ def test_bpr_loss_and_gradient_match_numpy(propagation):
     l2 = 0.3  # large so the regulariser's gradient is visible
 
     def loss_fn(e0):
-        return L.bpr_loss(e0, L.layer_mean(op, e0, 2), NUM_USERS, u, i, j, l2)
+        return L.bpr_loss(e0, G.layer_mean(op, e0, 2), NUM_USERS, u, i, j, l2)
 
     loss, grad = jax.value_and_grad(loss_fn)(jnp.asarray(e0, jnp.float32))
     ref_loss, ref_grad = numpy_bpr(e0, a, 2, NUM_USERS, u, i, j, l2)
@@ -167,7 +169,7 @@ def test_bpr_loss_and_gradient_match_numpy(propagation):
 
 
 def test_negative_sampling_avoids_positives():
-    u, i = L.dedupe_interactions(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
+    u, i = M.dedupe_interactions(USERS, ITEMS, NUM_USERS, NUM_ITEMS)
     keys = jnp.asarray(u * NUM_ITEMS + i)
     users = jnp.asarray(np.repeat(np.arange(NUM_USERS), 2000), jnp.int32)
     positives = set(zip(u.tolist(), i.tolist()))
@@ -187,7 +189,7 @@ def test_topk_metrics_match_hand_computation():
     train = (np.array([0, 0, 1, 2, 3]), np.array([0, 1, 2, 3, 4]))
     evalp = (np.array([0, 0, 1, 2, 2, 2, 3]), np.array([2, 1, 5, 6, 7, 8, 4]))  # (0,1),(3,4) are train: dropped
     k = 3
-    got = L.topk_metrics(ue, ie, train, evalp, k=k, batch_users=2)
+    got = M.topk_metrics(ue, ie, train, evalp, k=k, batch_users=2)
     recalls, ndcgs = [], []
     truth = {0: {2}, 1: {5}, 2: {6, 7, 8}}
     for user, gt in truth.items():
@@ -258,7 +260,7 @@ def load_ml1m_random_split(path, seed=0):
 @pytest.mark.slow
 def test_lightgcn_on_movielens_beats_popularity(shared_data):
     tu, ti, eu, ei, nu, ni = load_ml1m_random_split(shared_data / "ml-1m" / "ratings.dat")
-    pop = L.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
+    pop = M.popularity_metrics((tu, ti), (eu, ei), nu, ni, k=20)
     mesh = parallel.make_mesh(devices=jax.devices()[:1])  # the full-graph product is replicated per device
     cfg = L.LightGCNConfig(epochs=10, lr=1e-2, eval_every=0)  # lr 1e-2: a short run; 1e-3 in the benchmark
     result = L.train_lightgcn(tu, ti, nu, ni, cfg, eval_pairs=(eu, ei), mesh=mesh)

@@ -1,17 +1,7 @@
-"""LightGCN collaborative embeddings (spec 2.3; He et al. 2020) with jraph message passing.
+"""LightGCN training (spec 2.3; He et al. 2020): the embedding model, the BPR loss, and the epoch loop.
 
-The model is defined on a jraph `GraphsTuple` of the user-item bipartite graph (nodes = users then items,
-every interaction as two directed edges, edge feature = 1/sqrt(d_u d_i)). One propagation layer is a
-jraph `GraphNetwork` whose edge update scales the sender's embedding by the edge weight and whose node
-update is the segment-sum of the received messages, i.e. x' = D^-1/2 A D^-1/2 x. The readout is the mean
-over layers 0..L.
-
-XLA on CPU is slow at the row gathers `x[senders]` (environment.md: ~65 ms per layer on ML-1M), so two
-more propagation paths multiply by the same normalised adjacency held in CSR form: "sparse", a
-`jax.experimental.sparse.BCSR` matrix (XLA's single-threaded CPU kernel, ~1.9 ms on ML-1M), and "native",
-our multi-threaded FFI kernel (`native.py`, ~0.8 ms with 2 cores). The adjacency is symmetric, so their
-`custom_vjp` backward is the same product applied to the cotangent. Tests hold the paths equal (values and
-gradients); "auto" picks native on CPU (BCSR when no compiler is at hand) and jraph on GPU/TPU.
+The graph and its three propagation paths (jraph, BCSR, the native kernel) are in graph.py; the ranking
+metrics (Recall@K / NDCG@K) in rallrec_jax/metrics.py; checkpoints go through rallrec_jax/checkpoint.py.
 
 Training: BPR with one uniform negative per positive drawn on device (re-drawn while it hits a training
 positive), L2 on the batch's layer-0 rows, Adam; one jitted `lax.scan` runs a whole epoch, its batches
@@ -26,7 +16,6 @@ and the result counts them (`LightGCNResult.cold_users`, `cold_items`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -37,18 +26,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 import optax
 from flax import nnx
-from jax.experimental import sparse as jsparse
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rallrec_jax import artifacts, console, parallel, settings
-from rallrec_jax.retrieval import native
-
-PROPAGATIONS = ("auto", "jraph", "sparse", "native")
-
+from rallrec_jax import artifacts, checkpoint, console, parallel, settings
+from rallrec_jax.metrics import dedupe_interactions, topk_metrics
+from rallrec_jax.retrieval.graph import PROPAGATIONS, Operator, build_graph, layer_mean, make_operator
 
 @dataclasses.dataclass(frozen=True)
 class LightGCNConfig:
@@ -88,222 +73,6 @@ class LightGCNConfig:
 def as_config(config: LightGCNConfig | Mapping[str, Any] | None) -> LightGCNConfig:
     """Accepts the dataclass, an `ml_collections.ConfigDict` or a plain mapping."""
     return settings.from_config(LightGCNConfig, config, "LightGCN")
-
-
-# ----------------------------------------------------------------------------- graph
-
-
-def dedupe_interactions(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Validates and de-duplicates (user, item) pairs; returns them sorted by (user, item) as int32."""
-    users = np.asarray(users)
-    items = np.asarray(items)
-    if users.ndim != 1 or items.ndim != 1 or users.shape != items.shape:
-        raise ValueError(f"users {users.shape} and items {items.shape} must be 1-D arrays of equal length")
-    if not (np.issubdtype(users.dtype, np.integer) and np.issubdtype(items.dtype, np.integer)):
-        raise ValueError(f"users ({users.dtype}) and items ({items.dtype}) must be integer indices")
-    if users.size and (users.min() < 0 or users.max() >= num_users):
-        raise ValueError(f"users holds indices outside [0, {num_users}): min {users.min()}, max {users.max()}")
-    if items.size and (items.min() < 0 or items.max() >= num_items):
-        raise ValueError(f"items holds indices outside [0, {num_items}): min {items.min()}, max {items.max()}")
-    keys = np.unique(users.astype(np.int64) * num_items + items.astype(np.int64))
-    return (keys // num_items).astype(np.int32), (keys % num_items).astype(np.int32)
-
-
-def build_graph(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int) -> jraph.GraphsTuple:
-    """The bipartite interaction graph as one jraph GraphsTuple.
-
-    Nodes 0..U-1 are users, U..U+I-1 items; each unique interaction gives the edges u->i and i->u with
-    feature 1/sqrt(d_u d_i) (shape [2E, 1]), so one message-passing step is D^-1/2 A D^-1/2 x.
-    `nodes` is None: the embeddings are put in at propagation time.
-    """
-    u, i = dedupe_interactions(users, items, num_users, num_items)
-    n = num_users + num_items
-    item_nodes = i + num_users
-    senders = np.concatenate([u, item_nodes]).astype(np.int32)  # [2E]
-    receivers = np.concatenate([item_nodes, u]).astype(np.int32)  # [2E]
-    degree = np.bincount(receivers, minlength=n).astype(np.float64)  # [N]; symmetric graph: in = out
-    weight = 1.0 / np.sqrt(degree[senders] * degree[receivers])  # [2E]
-    return jraph.GraphsTuple(
-        nodes=None,
-        edges=jnp.asarray(weight[:, None], jnp.float32),
-        senders=jnp.asarray(senders),
-        receivers=jnp.asarray(receivers),
-        globals=None,
-        n_node=jnp.asarray([n], jnp.int32),
-        n_edge=jnp.asarray([senders.size], jnp.int32),
-    )
-
-
-def graph_to_bcsr(graph: jraph.GraphsTuple) -> jsparse.BCSR:
-    """The graph's normalised adjacency as an [N, N] BCSR matrix, row = receiver, column = sender."""
-    senders = np.asarray(graph.senders)
-    receivers = np.asarray(graph.receivers)
-    weight = np.asarray(graph.edges).reshape(-1)
-    n = int(np.asarray(graph.n_node).sum())
-    order = np.lexsort((senders, receivers))  # row-major
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(receivers, minlength=n))]).astype(np.int32)
-    return jsparse.BCSR(
-        (jnp.asarray(weight[order], jnp.float32), jnp.asarray(senders[order], jnp.int32), jnp.asarray(indptr)),
-        shape=(n, n),
-    )
-
-
-# ----------------------------------------------------------------------------- propagation
-
-
-def _message(edges, sent_attributes, received_attributes, global_edge_attributes):
-    del received_attributes, global_edge_attributes
-    return sent_attributes * edges  # [2E, D] * [2E, 1]
-
-
-def _receive(nodes, sent_attributes, received_attributes, global_attributes):
-    del nodes, sent_attributes, global_attributes
-    return received_attributes  # [N, D]: segment_sum of messages over receivers
-
-
-_LAYER = jraph.GraphNetwork(update_edge_fn=_message, update_node_fn=_receive)
-
-
-def propagate_jraph(graph: jraph.GraphsTuple, x: jax.Array) -> jax.Array:
-    """One LightGCN layer by jraph message passing: [N, D] -> [N, D]."""
-    return _LAYER(graph._replace(nodes=x)).nodes
-
-
-@jax.custom_vjp
-def _sym_spmm(data: jax.Array, indices: jax.Array, indptr: jax.Array, x: jax.Array) -> jax.Array:
-    return jsparse.BCSR((data, indices, indptr), shape=(x.shape[0], x.shape[0])) @ x
-
-
-def _sym_spmm_fwd(data, indices, indptr, x):
-    return _sym_spmm(data, indices, indptr, x), (data, indices, indptr)
-
-
-def _sym_spmm_bwd(residuals, g):
-    data, indices, indptr = residuals
-    # A is symmetric, so A^T g = A g: the same CSR product, no transpose needed.
-    return None, None, None, jsparse.BCSR((data, indices, indptr), shape=(g.shape[0], g.shape[0])) @ g
-
-
-_sym_spmm.defvjp(_sym_spmm_fwd, _sym_spmm_bwd)
-
-
-def propagate_sparse(adj: jsparse.BCSR, x: jax.Array) -> jax.Array:
-    """One LightGCN layer as a sparse product with the symmetric normalised adjacency: [N, D] -> [N, D].
-
-    Gradients flow to x only (the adjacency is a constant of the graph).
-    """
-    if adj.shape != (x.shape[0], x.shape[0]):
-        raise ValueError(f"adjacency shape {adj.shape} does not match embeddings {x.shape}")
-    return _sym_spmm(adj.data, adj.indices, adj.indptr, x)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class NativeCsr:
-    """The symmetric normalised adjacency for the native kernel: CSR arrays plus the thread count (static)."""
-
-    data: jax.Array  # [nnz] float32
-    indices: jax.Array  # [nnz] int32 column (sender) ids
-    indptr: jax.Array  # [N + 1] int32 row (receiver) offsets
-    threads: int = dataclasses.field(default=0, metadata={"static": True})
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        n = self.indptr.shape[0] - 1
-        return n, n
-
-
-def graph_to_native(graph: jraph.GraphsTuple, threads: int = 0) -> NativeCsr:
-    """The graph's adjacency for the native kernel (the same CSR arrays as `graph_to_bcsr`), checked once."""
-    adj = graph_to_bcsr(graph)
-    native.check_csr(np.asarray(adj.data), np.asarray(adj.indices), np.asarray(adj.indptr), adj.shape)
-    return NativeCsr(adj.data, adj.indices, adj.indptr, threads)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _sym_native(data, indices, indptr, x, threads):
-    return native.csr_matmul(data, indices, indptr, x, threads)
-
-
-def _sym_native_fwd(data, indices, indptr, x, threads):
-    return _sym_native(data, indices, indptr, x, threads), (data, indices, indptr)
-
-
-def _sym_native_bwd(threads, residuals, g):
-    data, indices, indptr = residuals
-    return None, None, None, native.csr_matmul(data, indices, indptr, g, threads)  # A^T g = A g
-
-
-_sym_native.defvjp(_sym_native_fwd, _sym_native_bwd)
-
-
-def propagate_native(adj: NativeCsr, x: jax.Array) -> jax.Array:
-    """One LightGCN layer with the native threaded kernel: [N, D] -> [N, D]; gradients flow to x only."""
-    if adj.shape != (x.shape[0], x.shape[0]):
-        raise ValueError(f"adjacency shape {adj.shape} does not match embeddings {x.shape}")
-    return _sym_native(adj.data, adj.indices, adj.indptr, x, adj.threads)
-
-
-Operator = jraph.GraphsTuple | jsparse.BCSR | NativeCsr
-
-
-def propagate(operator: Operator, x: jax.Array) -> jax.Array:
-    if isinstance(operator, jraph.GraphsTuple):
-        return propagate_jraph(operator, x)
-    if isinstance(operator, jsparse.BCSR):
-        return propagate_sparse(operator, x)
-    if isinstance(operator, NativeCsr):
-        return propagate_native(operator, x)
-    raise TypeError(f"operator must be a jraph.GraphsTuple, a BCSR or a NativeCsr matrix, "
-                    f"got {type(operator).__name__}")
-
-
-def layer_mean(operator: Operator, e0: jax.Array, num_layers: int) -> jax.Array:
-    """LightGCN readout: mean of e0, A e0, ..., A^L e0 ([N, D] -> [N, D])."""
-    total, x = e0, e0
-    for _ in range(num_layers):
-        x = propagate(operator, x)
-        total = total + x
-    return total / (num_layers + 1)
-
-
-def resolve_propagation(propagation: str) -> str:
-    """"auto" -> "native" on CPU (or "sparse" when the native kernel cannot be built here), "jraph" on
-    GPU/TPU; an explicit choice is returned as is ("native" off CPU is refused)."""
-    if propagation not in PROPAGATIONS:
-        raise ValueError(f"propagation={propagation!r} is not one of {PROPAGATIONS}")
-    cpu = jax.default_backend() == "cpu"
-    if propagation == "native":
-        if not cpu:
-            raise ValueError("propagation='native' is a CPU kernel; use 'jraph' (or 'auto') on GPU/TPU")
-        reason = native.unavailable_reason()
-        if reason is not None:
-            raise native.NativeUnavailable(f"propagation='native' is unavailable: {reason}")
-    if propagation != "auto":
-        return propagation
-    if not cpu:
-        return "jraph"
-    reason = native.unavailable_reason()
-    if reason is not None:
-        _warn_native_once(reason)
-        return "sparse"
-    return "native"
-
-
-@functools.cache
-def _warn_native_once(reason: str) -> None:
-    logging.warning("LightGCN falls back to XLA's single-threaded BCSR kernel: %s", reason)
-
-
-def make_operator(graph: jraph.GraphsTuple, propagation: str, threads: int = 0) -> Operator:
-    """The propagation operator for "jraph", "sparse", "native", or "auto" (see `resolve_propagation`)."""
-    propagation = resolve_propagation(propagation)
-    if propagation == "jraph":
-        return graph
-    if propagation == "native":
-        return graph_to_native(graph, threads)
-    return graph_to_bcsr(graph)
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -360,83 +129,6 @@ def sample_negatives(key: jax.Array, users: jax.Array, num_items: int, positive_
         redraw = jax.random.randint(keys[r + 1], users.shape, 0, num_items, jnp.int32)
         neg = jnp.where(is_positive(neg), redraw, neg)
     return neg
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@functools.partial(jax.jit, static_argnames=("k",))
-def _topk_batch(user_emb, item_emb, train_mask, truth_mask, valid, k):
-    """Sums of Recall@k and NDCG@k over the valid rows of one user batch.
-
-    user_emb [b, D], item_emb [I, D], train_mask / truth_mask [b, I] bool, valid [b] bool.
-    """
-    scores = jnp.where(train_mask, -jnp.inf, user_emb @ item_emb.T)  # [b, I]
-    _, top = jax.lax.top_k(scores, k)  # [b, k]
-    hits = jnp.take_along_axis(truth_mask, top, axis=1).astype(jnp.float32)  # [b, k]
-    n_true = truth_mask.sum(1).astype(jnp.float32)  # [b]
-    discount = 1.0 / jnp.log2(jnp.arange(k, dtype=jnp.float32) + 2.0)  # [k]
-    dcg = hits @ discount
-    idcg = jnp.cumsum(discount)[jnp.clip(n_true.astype(jnp.int32), 1, k) - 1]
-    recall = hits.sum(1) / jnp.maximum(n_true, 1.0)
-    ndcg = dcg / idcg
-    return jnp.sum(jnp.where(valid, recall, 0.0)), jnp.sum(jnp.where(valid, ndcg, 0.0))
-
-
-def _csr_rows(users: np.ndarray, items: np.ndarray, num_users: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(users, kind="stable")
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=num_users))])
-    return indptr, items[order]
-
-
-def topk_metrics(user_emb: np.ndarray, item_emb: np.ndarray, train_pairs: tuple[np.ndarray, np.ndarray],
-                 eval_pairs: tuple[np.ndarray, np.ndarray], k: int = 20, batch_users: int = 1024
-                 ) -> dict[str, float]:
-    """Full-ranking Recall@k and NDCG@k, training items of each user excluded from the ranking.
-
-    Averaged over users with at least one held-out item not among their training items. Scores are
-    `user_emb @ item_emb.T`, so a popularity baseline is user_emb = ones [U, 1], item_emb = counts [I, 1].
-    """
-    user_emb = np.asarray(user_emb, np.float32)
-    item_emb = np.asarray(item_emb, np.float32)
-    num_users, num_items = user_emb.shape[0], item_emb.shape[0]
-    if k > num_items:
-        raise ValueError(f"k={k} exceeds the number of items {num_items}")
-    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
-    eu, ei = dedupe_interactions(*eval_pairs, num_users, num_items)
-    seen = np.isin(eu.astype(np.int64) * num_items + ei, tu.astype(np.int64) * num_items + ti)
-    eu, ei = eu[~seen], ei[~seen]
-    if eu.size == 0:
-        raise ValueError("eval_pairs holds no (user, item) pair outside the training pairs")
-    t_ptr, t_items = _csr_rows(tu, ti, num_users)
-    e_ptr, e_items = _csr_rows(eu, ei, num_users)
-    eval_users = np.unique(eu)
-    item_dev = jnp.asarray(item_emb)
-    recall_sum = ndcg_sum = 0.0
-    for start in range(0, eval_users.size, batch_users):
-        rows = eval_users[start:start + batch_users]
-        b = rows.size
-        padded = np.zeros(batch_users, np.int64)
-        padded[:b] = rows
-        train_mask = np.zeros((batch_users, num_items), bool)
-        truth_mask = np.zeros((batch_users, num_items), bool)
-        for r, u in enumerate(rows):
-            train_mask[r, t_items[t_ptr[u]:t_ptr[u + 1]]] = True
-            truth_mask[r, e_items[e_ptr[u]:e_ptr[u + 1]]] = True
-        valid = np.arange(batch_users) < b
-        rs, ns = _topk_batch(jnp.asarray(user_emb[padded]), item_dev, jnp.asarray(train_mask),
-                             jnp.asarray(truth_mask), jnp.asarray(valid), k)
-        recall_sum += float(rs)
-        ndcg_sum += float(ns)
-    n = eval_users.size
-    return {f"recall@{k}": recall_sum / n, f"ndcg@{k}": ndcg_sum / n, "eval_users": int(n)}
-
-
-def popularity_metrics(train_pairs, eval_pairs, num_users: int, num_items: int, k: int = 20) -> dict[str, float]:
-    """The same metrics for the most-popular-items ranking (training interaction counts)."""
-    tu, ti = dedupe_interactions(*train_pairs, num_users, num_items)
-    counts = np.bincount(ti, minlength=num_items).astype(np.float32)
-    return topk_metrics(np.ones((num_users, 1), np.float32), counts[:, None], (tu, ti), eval_pairs, k)
 
 
 # ----------------------------------------------------------------------------- training
@@ -505,10 +197,6 @@ def _embeddings_fn(graphdef):
         model, _ = nnx.merge(graphdef, state)
         return model(operator)
     return embeddings
-
-
-def _write_json_atomic(path: str, obj) -> None:
-    artifacts.atomic_write_json(path, obj)
 
 
 def default_mesh() -> Mesh:
@@ -600,17 +288,12 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
     start_epoch = 0
     manager = None
     if workdir is not None:
-        import orbax.checkpoint as ocp
-
         workdir = os.path.abspath(workdir)
         os.makedirs(workdir, exist_ok=True)
-        manager = ocp.CheckpointManager(
-            os.path.join(workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-        )
+        manager = checkpoint.manager(os.path.join(workdir, "checkpoints"), max_to_keep=2)
         latest = manager.latest_step()
         if latest is not None:
-            trainer.load_pure_state(manager.restore(latest, args=ocp.args.StandardRestore(trainer.pure_state())))
+            trainer.load_pure_state(checkpoint.restore(manager, trainer.pure_state(), latest))
             start_epoch = int(latest)
             metrics_path = os.path.join(workdir, "metrics.json")
             if os.path.exists(metrics_path):
@@ -631,9 +314,8 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
         metrics.append(entry)
         logging.info("LightGCN %s", entry)
         if manager is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-            manager.save(epoch + 1, args=ocp.args.StandardSave(trainer.pure_state()), force=True)
-            manager.wait_until_finished()
-            _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
+            checkpoint.save(manager, epoch + 1, trainer.pure_state())
+            artifacts.atomic_write_json(os.path.join(workdir, "metrics.json"), metrics)
     bar.close()
     if manager is not None:
         manager.wait_until_finished()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rallrec_jax import artifacts, console
+from rallrec_jax import artifacts, console, metrics
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
 
@@ -251,8 +251,8 @@ def evaluate_collaborative(stage: RetrievalStage, split: str = "validation", k: 
     train_pairs = stage.graph_interactions()
     eval_pairs = heldout_pairs(stage.data, split)
     user_emb, item_emb = stage.lightgcn_embeddings()
-    ours = lightgcn.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
-    popular = lightgcn.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
+    ours = metrics.topk_metrics(user_emb, item_emb, train_pairs, eval_pairs, k=k)
+    popular = metrics.popularity_metrics(train_pairs, eval_pairs, stage.data.num_users, stage.data.num_items, k=k)
     # Items (users) the graph never saw hold zero rows: no collaborative similarity, counted here.
     cold = {"cold_items": int((np.abs(item_emb).sum(1) == 0).sum()),
             "cold_users": int((np.abs(user_emb).sum(1) == 0).sum())}
