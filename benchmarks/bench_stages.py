@@ -424,16 +424,16 @@ def reasoning_prompts(s: Setup, rows):
     """(reasoning prompt texts, plain CTR prompt texts) as reasoning.stage builds them (plain mode)."""
     from rallrec_jax.generation import prompts as prompt_lib
     from rallrec_jax.llm import tokenizer as tok_lib
-    from rallrec_jax.reasoning import traces
+    from rallrec_jax.prompts import reasoning as reasoning_text
 
     e, limit = s.config.evaluate, s.config.reasoning.max_prompt_tokens or None
     builder = prompt_lib.PromptBuilder(s.data)
-    count = (lambda text: len(tok_lib.encode(s.tokenizer, [traces.reasoning_prompt(s.tokenizer, text)])[0]))
+    count = (lambda text: len(tok_lib.encode(s.tokenizer, [reasoning_text.reasoning_prompt(s.tokenizer, text)])[0]))
     full, plain = [], []
     for row in rows:
         p = builder.build(e.split, row, s.orders["simple"](e.split, row), "simple",
                           count_tokens=count if limit else None, max_tokens=limit)
-        full.append(traces.reasoning_prompt(s.tokenizer, p.text))
+        full.append(reasoning_text.reasoning_prompt(s.tokenizer, p.text))
         plain.append(p.text)
     return full, plain
 
@@ -443,6 +443,7 @@ def bench_reasoning(s: Setup) -> dict:
     from rallrec_jax.llm.sampler import Sampler
     from rallrec_jax.llm.scoring import Scorer
     from rallrec_jax.llm.tokenizer import bucket_length
+    from rallrec_jax.prompts import reasoning as reasoning_text
     from rallrec_jax.reasoning import traces
 
     a, r = s.args, s.config.reasoning
@@ -470,7 +471,7 @@ def bench_reasoning(s: Setup) -> dict:
             gen_s += t1 - t0
             lengths.append([[t.length + (1 if t.finished else 0) for t in row] for row in out])
             score_lens.append([len(x) for x in tok_lib.encode(
-                s.tokenizer, [traces.scoring_text(s.tokenizer, p, traces.think_segment(t))
+                s.tokenizer, [reasoning_text.scoring_text(s.tokenizer, p, reasoning_text.think_segment(t))
                               for p, t in zip(flat_p, flat_t)])])
         log["ours"] = {"generate_s": gen_s, "score_s": score_s, "lengths": lengths, "score_lens": score_lens}
 
@@ -550,7 +551,7 @@ def torch_reasoning(s: Setup, texts, groups, new_tokens: int) -> dict:
     import torch
 
     from rallrec_jax.llm import tokenizer as tok_lib
-    from rallrec_jax.reasoning import traces
+    from rallrec_jax.prompts import reasoning as reasoning_text
 
     r = s.config.reasoning
     peer, tok = s.peer_model(), s.tokenizer
@@ -577,7 +578,7 @@ def torch_reasoning(s: Setup, texts, groups, new_tokens: int) -> dict:
                 lens.append(len(body) + (0 if stop is None else 1))
             t1 = time.perf_counter()
             flat_p = [plain[i] for i in range(len(rows)) for _ in range(r.num_traces)]
-            ids = tok_lib.encode(tok, [traces.scoring_text(tok, p, traces.think_segment(t))
+            ids = tok_lib.encode(tok, [reasoning_text.scoring_text(tok, p, reasoning_text.think_segment(t))
                                        for p, t in zip(flat_p, bodies)])
             torch_yes_scores(peer, ids, r.score_batch, s.pad_id, s.yes_no)
             score_s += time.perf_counter() - t1

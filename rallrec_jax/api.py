@@ -28,7 +28,8 @@ from jax.sharding import Mesh
 
 from rallrec_jax.data.ctr import SAMPLE_KEYS, SPLITS, CTRData
 from rallrec_jax.generation import examples as ex_lib
-from rallrec_jax.generation import prompts
+from rallrec_jax.generation import histories
+from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.model import Llm
@@ -57,8 +58,8 @@ class ScoreSettings:
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset={self.dataset!r} must be one of {DATASETS} (it picks the prompt template)")
-        if self.order not in prompts.ORDERS:
-            raise ValueError(f"order={self.order!r} must be one of {prompts.ORDERS}")
+        if self.order not in ctr_prompts.ORDERS:
+            raise ValueError(f"order={self.order!r} must be one of {ctr_prompts.ORDERS}")
         for name in ("k_history", "batch_size", "min_bucket"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -91,7 +92,7 @@ class _Probe(dict):
 def profile_fields(dataset: str) -> tuple[str, ...]:
     """The user-profile fields the data set's prompt template shows (movielens: gender, job, age)."""
     probe = _Probe()
-    prompts.template_for(dataset)(probe, "[]", "x", "simple")
+    ctr_prompts.template_for(dataset)(probe, "[]", "x", "simple")
     return tuple(dict.fromkeys(probe.read))
 
 
@@ -208,7 +209,7 @@ class Recommender:
         else:  # the history as given (already retrieved / ordered by the caller), oldest-dropped by list position
             def history(split, index):
                 h = data.history(split, index)
-                return [prompts.HistoryEntry(int(i), int(r), p) for p, (i, r) in enumerate(zip(h["item"], h["rating"]))]
+                return [histories.HistoryEntry(int(i), int(r), p) for p, (i, r) in enumerate(zip(h["item"], h["rating"]))]
         rows = list(range(data.num_samples(SPLIT)))
         return ex_lib.build_examples(builder, SPLIT, rows, {s.order: history}, [s.order], with_answer=False), spans
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 import configs.test
 from rallrec_jax.data import prepare
-from rallrec_jax.generation import baselines, prompts
+from rallrec_jax.generation import baselines, histories
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def data(tmp_path_factory):
 def test_history_mean_is_the_mean_of_the_ratings_the_prompt_shows(data):
     rows = np.arange(0, data.num_samples("test"), 7)
     got = baselines.history_mean_rating(data, "test", rows, 5, fallback=-1.0)
-    want = [np.mean([e.rating for e in prompts.recent_history(data, "test", int(r), 5)]) for r in rows]
+    want = [np.mean([e.rating for e in histories.recent_history(data, "test", int(r), 5)]) for r in rows]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from rallrec_jax.data import ctr, readers
 from rallrec_jax.retrieval import descriptions
+from rallrec_jax.prompts import descriptions as description_prompts
 
 
 @pytest.fixture(scope="module")
@@ -14,19 +15,19 @@ def bx(shared_data):
 
 
 def test_prompts_are_verbatim():
-    film = descriptions.description_prompt("movielens-1m", {"title": "Heat (1995)", "genre": "Action"})
+    film = description_prompts.description_prompt("movielens-1m", {"title": "Heat (1995)", "genre": "Action"})
     assert film.startswith("\nWrite a concise and informative description of the film Heat (1995) whose genre is "
                            "Action, with consideration of the following aspects:\n\nThe brief plot overview")
     assert "Its cultural impact or deeper meaning, if applicable. \n\nKeep the description under 80 words." in film
     assert film.endswith("Please only return the description.\n")
-    movie = descriptions.description_prompt("amazon", {"title": "Heat", "category": "Drama"})
+    movie = description_prompts.description_prompt("amazon", {"title": "Heat", "category": "Drama"})
     assert "of the movie/TV Heat whose genre is Drama" in movie and "The movie's director" in movie
     assert "The overall tone and mood of the movie." in movie and "film" not in movie
-    book = descriptions.description_prompt("bookcrossing", {"title": "T", "isbn": "0002005018", "author": "A",
+    book = description_prompts.description_prompt("bookcrossing", {"title": "T", "isbn": "0002005018", "author": "A",
                                                              "year": "2001", "publisher": "P"})
     assert "The author of the book is A.\nThe publication year of the book is 2001. Its publisher is P." in book
     assert 'Keep the description under 80 words."\n\nPlease only return the description.\n' in book
-    assert descriptions.chat_messages("x")[0]["content"].startswith("You are a friendly and helpful asistant")
+    assert description_prompts.chat_messages("x")[0]["content"].startswith("You are a friendly and helpful asistant")
 
 
 def test_clean_description():

@@ -55,7 +55,7 @@ def test_deepfm_on_real_fields_learns_a_planted_signal_on_held_out_rows(tmp_path
 
 
 def test_recent_rating_field_buckets_the_ratings_the_prompt_shows(tmp_path):
-    from rallrec_jax.generation import prompts
+    from rallrec_jax.generation import histories
 
     config = test_config.get_config().data
     config.build_tfds = False
@@ -68,5 +68,5 @@ def test_recent_rating_field_buckets_the_ratings_the_prompt_shows(tmp_path):
     for split in ("train", "test"):
         np.testing.assert_array_equal(table.fields[split][:, :-1], plain.fields[split])
         for row in range(0, data.num_samples(split), 97):
-            shown = [e.rating for e in prompts.recent_history(data, split, row, 5)]
+            shown = [e.rating for e in histories.recent_history(data, split, row, 5)]
             assert table.fields[split][row, -1] == round((np.mean(shown) - lo) * 4) + 1

@@ -18,6 +18,7 @@ from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
 from rallrec_jax.generation import inputs
 from rallrec_jax.generation import prompts
+from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm import training_forward as tf
@@ -162,7 +163,7 @@ def test_examples_chat_template_answer_and_truncation(data, tokenizer):
     hist = ex_lib.simple_history(data, 5)
     e = builder.build("train", 3, hist("train", 3), "simple")
     text = tok_lib.chat_prompt(tokenizer, builder.builder.text("train", 3, hist("train", 3), "simple"),
-                               prompts.SYSTEM_PROMPT)
+                               ctr_prompts.SYSTEM_PROMPT)
     assert list(e.prompt_ids) == tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.decode(list(e.prompt_ids)).endswith("<|im_start|>assistant\n")
     yes, no = tok_lib.yes_no_ids(tokenizer)

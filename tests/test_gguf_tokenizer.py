@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from rallrec_jax import assets
-from rallrec_jax.generation import prompts
+from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import gguf_tokenizer as gt
 from rallrec_jax.llm import tokenizer as tk
 from rallrec_jax.reasoning import hints
 from rallrec_jax.retrieval import descriptions
+from rallrec_jax.prompts import descriptions as description_prompts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -105,14 +106,14 @@ def _pipeline_texts() -> list[str]:
     profile = {"gender": "female", "job": "artist", "age": "25-34", "location": "zürich, zürich, switzerland"}
     for name in ("movielens-1m", "amazon", "bookcrossing"):
         for order in ("simple", "high", "rerank"):
-            hist = prompts.history_list(TITLES[:5], [5, 1, 3, 4, 2])
+            hist = ctr_prompts.history_list(TITLES[:5], [5, 1, 3, 4, 2])
             if name == "bookcrossing" and order != "simple":
                 continue
-            texts.append(prompts.template_for(name)(profile, hist, TITLES[5], order))
+            texts.append(ctr_prompts.template_for(name)(profile, hist, TITLES[5], order))
     fields = {"title": TITLES[1], "genre": "Comedy|Romance", "category": "Movies", "isbn": "0195153448",
               "author": "Mark P. O. Morford", "year": "2002", "publisher": "Oxford University Press"}
     for name in ("movielens-1m", "amazon", "bookcrossing"):
-        texts.append(descriptions.description_prompt(name, fields))
+        texts.append(description_prompts.description_prompt(name, fields))
         texts.append(descriptions.title_text(name, fields))
     texts += [hints.knowledge_hint(p) for p in (0.05, 0.3, 0.5, 0.7, 0.95)]
     return texts
@@ -131,7 +132,7 @@ def _strings() -> list[str]:
 
 def _chats() -> list[tuple[str | None, str]]:
     texts = _pipeline_texts()
-    return ([(descriptions.SYSTEM_MESSAGE, t) for t in texts[:4]] + [(None, t) for t in texts[4:8]]
+    return ([(description_prompts.SYSTEM_MESSAGE, t) for t in texts[:4]] + [(None, t) for t in texts[4:8]]
             + [("", "Hi there, 日本語 and 🎉?"), ("You are a recommender.", "Toy Story (1995): Yes or No?")])
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from rallrec_jax.data import ctr, readers
 from rallrec_jax.generation import prompts
+from rallrec_jax.generation import histories
+from rallrec_jax.prompts import ctr as ctr_prompts
 
 
 @pytest.fixture(scope="module")
@@ -12,15 +14,15 @@ def ml1m(shared_data):
 
 
 def test_render_item_and_list():
-    assert prompts.render_item("Toy Story (1995)", 5) == "Toy Story (1995) (5 stars)"
-    assert prompts.render_item("Heat (1995)", 1) == "Heat (1995) (1 star)"
-    assert prompts.history_list(["A", "B's"], [4, 1]) == "['A (4 stars)', \"B's (1 star)\"]"
+    assert ctr_prompts.render_item("Toy Story (1995)", 5) == "Toy Story (1995) (5 stars)"
+    assert ctr_prompts.render_item("Heat (1995)", 1) == "Heat (1995) (1 star)"
+    assert ctr_prompts.history_list(["A", "B's"], [4, 1]) == "['A (4 stars)', \"B's (1 star)\"]"
 
 
 def test_movielens_prompt_is_verbatim(ml1m):
     builder = prompts.PromptBuilder(ml1m)
     # The first training sample: user 1's sixth rating in time order.
-    shown = prompts.recent_history(ml1m, "train", 0, 3)
+    shown = histories.recent_history(ml1m, "train", 0, 3)
     user = ml1m.samples["train"]["user"][0]
     profile = builder.profile(user)
     text = builder.text("train", 0, shown, "simple")
@@ -47,27 +49,27 @@ def test_movielens_prompt_is_verbatim(ml1m):
 
 def test_bookcrossing_and_amazon_templates(shared_data):
     bx = ctr.preprocess_bookcrossing(readers.read_bookcrossing(shared_data / "bookcrossing"))
-    text = prompts.PromptBuilder(bx).text("test", 0, prompts.recent_history(bx, "test", 0, 2), "simple")
+    text = prompts.PromptBuilder(bx).text("test", 0, histories.recent_history(bx, "test", 0, 2), "simple")
     lines = text.split("\n")
     assert lines[0].startswith("The user's location is ") and ". The user's age is " in lines[0]
     assert lines[1] == "The user read the following books in the past and rated them:"
     assert lines[-2] == "And we think the user will like a new book if the rating could be higher than 4 stars"
     # BookCrossing's simple order lists the most recent first.
-    shown = prompts.recent_history(bx, "test", 0, 2)
+    shown = histories.recent_history(bx, "test", 0, 2)
     assert shown[0].position > shown[1].position
     folder = shared_data / "amazon-2018"
     raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               1, None)
     az = ctr.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
-    text = prompts.PromptBuilder(az).text("test", 0, prompts.recent_history(az, "test", 0, 30), "high")
+    text = prompts.PromptBuilder(az).text("test", 0, histories.recent_history(az, "test", 0, 30), "high")
     assert text.startswith("The user watched the following movies in the past, and rated them:\n[")
-    assert prompts.answer_text(1) == "Yes." and prompts.answer_text(0) == "No."
+    assert ctr_prompts.answer_text(1) == "Yes." and ctr_prompts.answer_text(0) == "No."
 
 
 def test_over_long_prompt_drops_oldest_first(ml1m):
     builder = prompts.PromptBuilder(ml1m)
     index = int(np.argmax(ml1m.samples["test"]["position"][:100]))
-    shown = prompts.recent_history(ml1m, "test", index, 30)[::-1]  # shown most recent first
+    shown = histories.recent_history(ml1m, "test", index, 30)[::-1]  # shown most recent first
     words = lambda t: len(t.split())  # noqa: E731  a stand-in token counter
     full = builder.build("test", index, shown, "high", words, 10_000)
     assert full.dropped == 0 and len(full.shown) == 30
@@ -88,10 +90,10 @@ def test_over_long_prompt_drops_oldest_first(ml1m):
 
 def test_retrieved_items_take_their_latest_rating(ml1m):
     hist = ml1m.history("train", 10)
-    entries = prompts.positions_in_history(ml1m, "train", 10, [int(hist["item"][0]), int(hist["item"][-1])])
+    entries = histories.positions_in_history(ml1m, "train", 10, [int(hist["item"][0]), int(hist["item"][-1])])
     assert entries[0].position == 0 and entries[1].position == len(hist["item"]) - 1
     with pytest.raises(ValueError, match="not in the sample's history"):
-        prompts.positions_in_history(ml1m, "train", 10, [int(ml1m.samples["train"]["item"][10])])
+        histories.positions_in_history(ml1m, "train", 10, [int(ml1m.samples["train"]["item"][10])])
 
 
 def test_training_sampling_and_mixed_interleave():

@@ -9,6 +9,7 @@ from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
 from rallrec_jax.reasoning import hints, traces
+from rallrec_jax.prompts import reasoning as reasoning_prompts
 
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8, max_position_embeddings=512, tie_word_embeddings=True)
@@ -31,7 +32,7 @@ def model():
 def test_hinted_prompt_holds_the_hint_in_the_user_turn_and_opens_the_think_block(tokenizer):
     hint = hints.knowledge_hint(0.83)
     assert hint == "\nAnother one think the answer is Yes.\n"
-    text = traces.reasoning_prompt(tokenizer, PROMPT, hint)
+    text = reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, hint)
     want = ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n" + PROMPT + hint
             + "<|im_end|>\n<|im_start|>assistant\n<think>\n")
     assert text == want
@@ -39,16 +40,16 @@ def test_hinted_prompt_holds_the_hint_in_the_user_turn_and_opens_the_think_block
 
 
 def test_plain_prompt_has_no_hint(tokenizer):
-    text = traces.reasoning_prompt(tokenizer, PROMPT, "")
+    text = reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, "")
     assert "Another one" not in text
-    assert text == traces.assistant_opening(tokenizer, PROMPT)
+    assert text == reasoning_prompts.assistant_opening(tokenizer, PROMPT)
     assert text.endswith("<|im_start|>assistant\n<think>\n")
 
 
 def test_official_prompt_reproduces_the_released_string(tokenizer):
     """inf_KP.py: system "", user = input + HINT + "\\n<think>", no generation prompt (spec 6.4 bug 10)."""
     hint = hints.knowledge_hint(0.45)
-    text = traces.reasoning_prompt(tokenizer, PROMPT, hint, official=True)
+    text = reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, hint, official=True)
     assert hint == "\nAnother one think the answer might be No.\n"
     assert text == ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n" + PROMPT + hint + "\n<think><|im_end|>\n")
     assert "assistant" not in text
@@ -63,20 +64,20 @@ def test_think_block_is_not_opened_twice_by_templates_that_open_it():
             body = "".join(f"<{m['role']}>{m['content']}" for m in messages)
             return body + ("<Assistant><think>\n" if add_generation_prompt else "")
 
-    text = traces.reasoning_prompt(R1Like(), "q", "")
+    text = reasoning_prompts.reasoning_prompt(R1Like(), "q", "")
     assert text == "<system><user>q<Assistant><think>\n"
 
 
 def test_empty_prompt_is_an_error(tokenizer):
     with pytest.raises(ValueError, match="prompt_text"):
-        traces.reasoning_prompt(tokenizer, "", "")
+        reasoning_prompts.reasoning_prompt(tokenizer, "", "")
 
 
 # ----------------------------------------------------------------------------- trace text
 def test_think_segment_keeps_the_longest_part_as_the_official_code():
-    assert traces.think_segment("short</think>\n\nYes") == "short"
-    assert traces.think_segment("a</think>a much longer answer part") == "a much longer answer part"
-    assert traces.think_segment("never closed") == "never closed"
+    assert reasoning_prompts.think_segment("short</think>\n\nYes") == "short"
+    assert reasoning_prompts.think_segment("a</think>a much longer answer part") == "a much longer answer part"
+    assert reasoning_prompts.think_segment("never closed") == "never closed"
 
 
 def test_extract_probability():
@@ -103,7 +104,7 @@ def test_trace_score_equals_the_plain_forward_on_the_concatenated_text(model, to
     for i, (p, t) in enumerate(zip(prompts, trace_texts)):
         text = (tokenizer.apply_chat_template([{"role": "system", "content": ""}, {"role": "user", "content": p}],
                                               tokenize=False, add_generation_prompt=True)
-                + "<think>\n" + traces.think_segment(t) + "</think>\n\n")
+                + "<think>\n" + reasoning_prompts.think_segment(t) + "</think>\n\n")
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         logits = np.asarray(forward(model, jnp.asarray([ids], jnp.int32)))[0, -1].astype(np.float64)  # [V]
         want = 1.0 / (1.0 + np.exp(-(logits[yes] - logits[no])))
@@ -138,8 +139,8 @@ def test_score_rejects_misaligned_inputs(model, tokenizer):
 # ----------------------------------------------------------------------------- sampling
 def test_k_traces_share_a_prompt_differ_and_are_reproducible(model, tokenizer):
     gen = traces.TraceGenerator(model, tokenizer)
-    texts = [traces.reasoning_prompt(tokenizer, PROMPT, hints.knowledge_hint(0.9)),
-             traces.reasoning_prompt(tokenizer, PROMPT, "")]
+    texts = [reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, hints.knowledge_hint(0.9)),
+             reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, "")]
     a = gen.generate(texts, num_samples=4, max_new_tokens=12, temperature=1.0, top_p=0.95, top_k=0, seed=7)
     b = gen.generate(texts, num_samples=4, max_new_tokens=12, temperature=1.0, top_p=0.95, top_k=0, seed=7)
     c = gen.generate(texts, num_samples=4, max_new_tokens=12, temperature=1.0, top_p=0.95, top_k=0, seed=8)
@@ -165,7 +166,7 @@ def test_one_prefill_serves_all_k_traces(model, tokenizer, monkeypatch):
         return inner(graphdef, state, tokens, mask, **kw)
 
     monkeypatch.setattr(sampler_lib, "_prefill", spy)
-    out = gen.generate([traces.reasoning_prompt(tokenizer, PROMPT, "")], num_samples=5, max_new_tokens=4,
+    out = gen.generate([reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, "")], num_samples=5, max_new_tokens=4,
                        temperature=0.6, top_p=0.95, top_k=0, seed=0)
     assert len(calls) == 1 and calls[0][0][0] == 1 and calls[0][1] == 5
     assert len(out[0]) == 5
@@ -175,7 +176,7 @@ def test_greedy_traces_match_a_plain_argmax_loop(model, tokenizer):
     """At temperature 0 every one of the K traces is the argmax continuation, recomputed here without a KV cache
     by the plain last-position forward (Scorer.next_token_logits) on the growing sequence."""
     gen = traces.TraceGenerator(model, tokenizer)
-    text = traces.reasoning_prompt(tokenizer, PROMPT, "")
+    text = reasoning_prompts.reasoning_prompt(tokenizer, PROMPT, "")
     out = gen.generate([text], num_samples=2, max_new_tokens=4, temperature=0.0, top_p=1.0, top_k=0, seed=0)
     plain = traces.TraceScorer(model, tokenizer).scorer
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -5,7 +5,7 @@ alone explain. All are fitted on TRAINING rows only (`fit_baselines`), and each 
 with a logistic regression fitted on the training rows, so that LogLoss and ACC mean something too:
 
 - History mean rating: the mean of the ratings of the K most recent history items, exactly the ratings the
-  `simple` prompt shows (K = evaluate.k_history; prompts.recent_history). The history holds only interactions
+  `simple` prompt shows (K = evaluate.k_history; histories.recent_history). The history holds only interactions
   before the target, so there is no label leak.
 - Item mean rating: the item's mean rating over the training interactions, smoothed towards the global mean,
   (sum + prior * mean) / (count + prior). On the training rows the row's own rating is left out

@@ -21,9 +21,11 @@ import numpy as np
 
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.generation import prompts
+from rallrec_jax.generation import histories
+from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import tokenizer as tok_lib
 
-HistoryFn = Callable[[str, int], Sequence[prompts.HistoryEntry]]
+HistoryFn = Callable[[str, int], Sequence[histories.HistoryEntry]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +45,10 @@ class Example:
 
 
 def simple_history(data: CTRData, k: int) -> HistoryFn:
-    """The `simple` order: the K most recent history items (prompts.recent_history)."""
+    """The `simple` order: the K most recent history items (histories.recent_history)."""
     if k < 1:
         raise ValueError(f"k_history={k} must be >= 1")
-    return lambda split, index: prompts.recent_history(data, split, index, k)
+    return lambda split, index: histories.recent_history(data, split, index, k)
 
 
 def template_closes_with_eos(tokenizer) -> bool:
@@ -69,7 +71,7 @@ class ExampleBuilder:
     drop-oldest search and the final encode do not tokenise the same text twice."""
 
     def __init__(self, data: CTRData, tokenizer, max_prompt_tokens: int | None = None,
-                 system_prompt: str = prompts.SYSTEM_PROMPT, append_eos: bool | None = None):
+                 system_prompt: str = ctr_prompts.SYSTEM_PROMPT, append_eos: bool | None = None):
         self.data, self.tokenizer = data, tokenizer
         self.builder = prompts.PromptBuilder(data)
         self.max_prompt_tokens = max_prompt_tokens
@@ -82,10 +84,10 @@ class ExampleBuilder:
         self._memo: tuple[str, list[int]] | None = None
 
     def _answer_ids(self, label: int) -> tuple[int, ...]:
-        ids = self.tokenizer.encode(prompts.answer_text(label), add_special_tokens=False)
+        ids = self.tokenizer.encode(ctr_prompts.answer_text(label), add_special_tokens=False)
         want = self.yes_no[0] if label == 1 else self.yes_no[1]
         if not ids or ids[0] != want:
-            raise ValueError(f"answer {prompts.answer_text(label)!r} tokenises to {ids}, whose first token is not "
+            raise ValueError(f"answer {ctr_prompts.answer_text(label)!r} tokenises to {ids}, whose first token is not "
                              f"the scored {'Yes' if label == 1 else 'No'} id {want}")
         return tuple(ids) + ((int(self.tokenizer.eos_token_id),) if self.append_eos else ())
 
@@ -100,7 +102,7 @@ class ExampleBuilder:
     def count_tokens(self, user_text: str) -> int:
         return len(self.prompt_ids(user_text))
 
-    def build(self, split: str, index: int, history: Sequence[prompts.HistoryEntry], order: str,
+    def build(self, split: str, index: int, history: Sequence[histories.HistoryEntry], order: str,
               with_answer: bool = True) -> Example:
         prompt = self.builder.build(split, index, history, order,
                                     count_tokens=self.count_tokens if self.max_prompt_tokens else None,

@@ -42,6 +42,7 @@ from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.reasoning import analysis, hints, merge, traces
+from rallrec_jax.prompts import reasoning as reasoning_prompts
 
 MODES = ("plain", "hint")
 SCORES = ("softmax", "double_softmax", "text")
@@ -170,11 +171,11 @@ def _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, offici
     full, plain = [], []
     for row in rows:
         hint = hint_for_row(row)
-        count = (lambda text: len(tok_lib.encode(tokenizer, [traces.reasoning_prompt(tokenizer, text, hint,
+        count = (lambda text: len(tok_lib.encode(tokenizer, [reasoning_prompts.reasoning_prompt(tokenizer, text, hint,
                                                                                       official)])[0]))
         p = builder.build(e.split, row, histories[e.order](e.split, row), e.order,
                           count_tokens=count if limit else None, max_tokens=limit)
-        full.append(traces.reasoning_prompt(tokenizer, p.text, hint, official))
+        full.append(reasoning_prompts.reasoning_prompt(tokenizer, p.text, hint, official))
         plain.append(p.text)
     return full, plain
 
