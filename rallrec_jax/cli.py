@@ -213,11 +213,11 @@ def figure8(argv: Sequence[str] | None = None) -> None:
 
     def main(argv):
         del argv
-        from rallrec_jax import pipeline as pipeline_lib
+        from rallrec_jax import report as report_lib
 
         folders = [os.path.abspath(w) for w in workdirs.value]
         common.start("figure8", folders[0])
-        print_json(pipeline_lib.figure8(folders, os.path.abspath(out.value) if out.value else None))
+        print_json(report_lib.figure8(folders, os.path.abspath(out.value) if out.value else None))
 
     _run(main, argv)
 

@@ -6,8 +6,8 @@
 
 Fig. 8 (inference-time retrieval x training data) spans two runs: this run's tuned model under four
 retrievals (`pipeline.retrieval_ablation`) is one training-data column, the tuning set being
-`pipeline.train_kind` ("text" = RAG-enhanced, "" = recent behaviour); `figure8(workdirs)` draws one or two
-runs' columns side by side.
+`pipeline.train_kind` ("text" = RAG-enhanced, "" = recent behaviour); `report.figure8(workdirs)` draws one or
+two runs' columns side by side.
 
 Each stage leaves a marker `workdir/pipeline/<stage>.json` holding the fingerprint of everything it depends
 on (its settings and its inputs', the identity of the data files and of the LLM files it reads), the files
@@ -37,7 +37,6 @@ from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
 from rallrec_jax.generation import inputs as inputs_lib
 from rallrec_jax.generation.histories import retrieved_history
-from rallrec_jax.report import training_data
 from rallrec_jax.retrieval import stage as retrieval_stage
 
 STAGES = ("data", "retrieval", "deepfm", "finetune", "evaluate", "reasoning", "report")
@@ -63,13 +62,6 @@ class EvalRow:
         return (self.kind, self.order, self.tuned)
 
 
-# Fig. 8's inference-time retrievals, in the paper's order: (label, kind, order). Recent = no retrieval;
-# Retri.-then-Mix = half text, half ID ranking; Mix-then-Retri. = one ranking of the mixed embedding
-# (RALLRec's `mix3`) without reranking; ReRank = that ranking through the eq. 8 reranker.
-FIG8_RETRIEVALS = (("Recent", None, "simple"), ("Retri.-then-Mix", "retri_then_mix", "high"),
-                   ("Mix-then-Retri.", "mix3", "high"), ("ReRank", "mix3", "rerank"))
-
-
 def evaluation_rows(config) -> list[EvalRow]:
     """Table 4's LLM rows, Table 6's embedding rows and Fig. 8's retrieval rows that the config asks for
     (`pipeline.rows`, when set, keeps only the rows of those names: e.g. a tuning recipe scored on two rows)."""
@@ -83,7 +75,7 @@ def evaluation_rows(config) -> list[EvalRow]:
         names = {"text": "Text-based", "colla": "ID-based", "mix": "Concat. w/o SSL", "mix3": "Concat. w/ SSL"}
         rows += [EvalRow("embedding", label, True, kind, "high") for kind, label in names.items()]
     if p.retrieval_ablation:
-        rows += [EvalRow("retrieval", label, True, kind, order) for label, kind, order in FIG8_RETRIEVALS]
+        rows += [EvalRow("retrieval", label, True, kind, order) for label, kind, order in report.FIG8_RETRIEVALS]
     wanted = list(p.get("rows", ()) or ())
     if wanted:
         unknown = sorted(set(wanted) - {r.name for r in rows})
@@ -387,7 +379,8 @@ class Pipeline:
         summary = reasoning_stage.reason(config, folder, data=self.data, histories=self.rallrec_histories(),
                                          general_model=tuned, general_tokenizer=tokenizer)
         merged = reasoning_stage.merge_results(config, folder)
-        return {"reason": summary, "merge": merged, "example_trace": example_trace(folder), "folder": str(folder)}
+        return {"reason": summary, "merge": merged, "example_trace": report.example_trace(folder),
+                "folder": str(folder)}
 
     # ---- the whole run ------------------------------------------------------------------------
     def run(self, stages: Sequence[str] | None = None) -> dict:
@@ -416,14 +409,15 @@ class Pipeline:
     def stage_report(self) -> dict:
         """The tables with every row's intervals and the paired comparisons, from each row's saved P per row
         (checked to be the evaluation sample's rows), in report/results.md and results.json."""
-        table = results_table(self.results, self.config, self.eval_sample(), report.npz_or_npy_loader(self.workdir))
+        table = report.results_table(self.results, self.config, self.eval_sample(),
+                                     report.npz_or_npy_loader(self.workdir))
         out = self.workdir / "report"
         out.mkdir(parents=True, exist_ok=True)
         if any(r["table"] == "retrieval" for r in table["rows"]):
             # This run's training-data column of Fig. 8; figure8() joins it with the other run's.
             from rallrec_jax.reasoning import analysis
 
-            table["figures"] = {"figure8": analysis.save_figure(figure8_numbers([table]),
+            table["figures"] = {"figure8": analysis.save_figure(report.figure8_numbers([table]),
                                                                 str(out / "figure8.png"))[0]}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
             artifacts.atomic_write_text(out / name, text)
@@ -437,75 +431,6 @@ def _relative(path: pathlib.Path, root: pathlib.Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
-
-
-def example_trace(workdir: str | os.PathLike, mode: str = "hint") -> dict | None:
-    """The first finished row's first trace of a reasoning mode (for the notebook and the report)."""
-    path = pathlib.Path(workdir) / "reasoning" / mode / "traces.jsonl"
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        first = f.readline()
-    if not first.endswith("\n"):
-        return None
-    rec = json.loads(first)
-    return {"mode": mode, "row": rec["row"], "label": rec["label"], "p_general": rec.get("p_general"),
-            "text": rec["traces"][0], "p_yes": rec["scores"]["softmax"][0]}
-
-
-def results_table(results: Mapping, config, sample: sampling.EvalSample | None = None,
-                  load: report.Loader | None = None) -> dict:
-    """The results tables (rallrec_jax/report.py): with the sample and a loader, every metric with its interval
-    and the paired comparisons; without, the point metrics alone."""
-    return report.results_table(results, config, sample, load)
-
-
-def figure8_numbers(tables: Sequence[Mapping]) -> dict:
-    """Fig. 8's bars from one or two `results_table` outputs (one per tuning set): AUC / ACC / LogLoss of
-    each inference-time retrieval, a series per run. JSON-ready, for analysis.save_figure."""
-    methods = [label for label, _, _ in FIG8_RETRIEVALS]
-    series = []
-    for table in tables:
-        got = {r["model"]: r["metrics"] for r in table["rows"] if r["table"] == "retrieval"}
-        missing = [m for m in methods if m not in got]
-        if missing:
-            raise ValueError(f"results of {table.get('workdir', 'a run')} lack the Fig. 8 rows {missing}; run the "
-                             "pipeline with --config.pipeline.retrieval_ablation=True")
-        if "train_kind" not in table:
-            raise ValueError(f"results of {table.get('workdir', 'a run')} do not name their tuning set; rerun "
-                             "its report stage")
-        series.append({"training": training_data(table["train_kind"]), "train_kind": table["train_kind"],
-                       "data": table.get("data"), "workdir": table.get("workdir"),
-                       **{m: [float(got[name][m]) for name in methods] for m in ("auc", "acc", "logloss")}})
-    if len({s["data"] for s in series}) > 1:
-        raise ValueError(f"Fig. 8 compares tuning sets on one data set, got {[s['data'] for s in series]}")
-    labels = [s["training"] for s in series]
-    for s in series:  # two runs on the same tuning set: tell them apart by their folders
-        if labels.count(s["training"]) > 1 and s["workdir"]:
-            s["training"] += f" ({pathlib.Path(s['workdir']).name})"
-    return {"figure": "inference_retrieval", "methods": methods, "series": series}
-
-
-def figure8(workdirs: Sequence[str | os.PathLike], path_png: str | os.PathLike | None = None) -> dict:
-    """Fig. 8 (AUC and ACC bars, inference-time retrieval x training data) from one or two pipeline workdirs,
-    each with report/results.json holding Fig. 8 rows (e.g. one tuned on RAG-enhanced prompts, one with
-    `pipeline.train_kind=""`). Writes the PNG and its JSON (default `<first workdir>/report/figure8_all.png`);
-    returns {"png", "json", "numbers"}."""
-    from rallrec_jax.reasoning import analysis
-
-    if not 1 <= len(workdirs) <= 2:
-        raise ValueError(f"Fig. 8 compares one or two runs (tuning sets), got {len(workdirs)} workdirs")
-    tables = []
-    for workdir in workdirs:
-        path = pathlib.Path(workdir).resolve() / "report" / "results.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run the pipeline's report stage in {workdir} first")
-        tables.append({**json.loads(path.read_text()), "workdir": str(path.parents[1])})
-    numbers = figure8_numbers(tables)
-    if path_png is None:
-        path_png = pathlib.Path(workdirs[0]).resolve() / "report" / "figure8_all.png"
-    png, js = analysis.save_figure(numbers, str(path_png))
-    return {"png": png, "json": js, "numbers": numbers}
 
 
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str | os.PathLike,

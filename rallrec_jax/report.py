@@ -11,14 +11,20 @@ bootstrap over the same user resamples, printed as delta [lo, hi]:
   tuned vs zero-shot, tuned vs the history-mean baseline, RALLRec vs ReLLa, RALLRec vs the tuned model on recent
   history (what retrieval adds), RALLRec+ vs RALLRec (on the reasoning rows), and each LLM row vs DeepFM.
 
+`figure8_numbers` / `figure8` turn one or two runs' results into Fig. 8 (drawn by reasoning/analysis.py's
+`save_figure`); `example_trace` reads the first trace a reasoning mode wrote, for the report and the notebook.
+
 `results_table` takes the stages' summaries and, for the intervals, the sample and a loader of each row's saved
 per-row probabilities (with the row ids they were scored on, which must be the sample's: a row scored on other
 rows is an error, never a silent mismatch). Without them it gives the point metrics alone.
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Mapping
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +45,12 @@ COMPARISONS = ((TUNED_RECENT, ZERO_SHOT, "tuning"), (TUNED_RECENT, HISTORY_MEAN,
                (DEEPFM, TWO_MEANS, "IDs vs the two rating means"),
                (DEEPFM_RECENT, TWO_MEANS, "IDs + recent ratings vs the two means"))
 METRICS = ("auc", "gauc", "logloss", "acc")
+
+# Fig. 8's inference-time retrievals, in the paper's order: (label, kind, order). Recent = no retrieval;
+# Retri.-then-Mix = half text, half ID ranking; Mix-then-Retri. = one ranking of the mixed embedding
+# (RALLRec's `mix3`) without reranking; ReRank = that ranking through the eq. 8 reranker.
+FIG8_RETRIEVALS = (("Recent", None, "simple"), ("Retri.-then-Mix", "retri_then_mix", "high"),
+                   ("Mix-then-Retri.", "mix3", "high"), ("ReRank", "mix3", "rerank"))
 
 Source = Mapping[str, str]  # {"file": path (relative to the workdir, or absolute), "key": array name or ""}
 Loader = Callable[[Source], tuple[np.ndarray, np.ndarray]]  # -> (row ids [n], P [n])
@@ -153,7 +165,7 @@ def results_table(results: Mapping, config, sample: EvalSample | None = None, lo
 
     Returns {"rows": [{table, group, model, metrics, intervals, rows, users, sample}], "comparisons", "sample",
     "markdown", "data", "train_kind", "bootstrap"}; Fig. 8 rows are grouped by the tuning set (`training_data`),
-    which `pipeline.figure8` reads back from results.json. Without `sample` and `load`: point metrics only."""
+    which `figure8` reads back from results.json. Without `sample` and `load`: point metrics only."""
     train_kind = config.pipeline.train_kind
     boot = bootstrap_settings(config)
     rows, merge_info = collect_rows(results, train_kind)
@@ -255,3 +267,68 @@ def npz_or_npy_loader(root) -> Loader:
         return np.asarray(ids, np.int64), np.load(path)
 
     return load
+
+
+# ----------------------------------------------------------------------------- Fig. 8 and the example trace
+
+
+def example_trace(workdir: str | os.PathLike, mode: str = "hint") -> dict | None:
+    """The first finished row's first trace of a reasoning mode (for the notebook and the report)."""
+    path = pathlib.Path(workdir) / "reasoning" / mode / "traces.jsonl"
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        first = f.readline()
+    if not first.endswith("\n"):
+        return None
+    rec = json.loads(first)
+    return {"mode": mode, "row": rec["row"], "label": rec["label"], "p_general": rec.get("p_general"),
+            "text": rec["traces"][0], "p_yes": rec["scores"]["softmax"][0]}
+
+
+def figure8_numbers(tables: Sequence[Mapping]) -> dict:
+    """Fig. 8's bars from one or two `results_table` outputs (one per tuning set): AUC / ACC / LogLoss of
+    each inference-time retrieval, a series per run. JSON-ready, for analysis.save_figure."""
+    methods = [label for label, _, _ in FIG8_RETRIEVALS]
+    series = []
+    for table in tables:
+        got = {r["model"]: r["metrics"] for r in table["rows"] if r["table"] == "retrieval"}
+        missing = [m for m in methods if m not in got]
+        if missing:
+            raise ValueError(f"results of {table.get('workdir', 'a run')} lack the Fig. 8 rows {missing}; run the "
+                             "pipeline with --config.pipeline.retrieval_ablation=True")
+        if "train_kind" not in table:
+            raise ValueError(f"results of {table.get('workdir', 'a run')} do not name their tuning set; rerun "
+                             "its report stage")
+        series.append({"training": training_data(table["train_kind"]), "train_kind": table["train_kind"],
+                       "data": table.get("data"), "workdir": table.get("workdir"),
+                       **{m: [float(got[name][m]) for name in methods] for m in ("auc", "acc", "logloss")}})
+    if len({s["data"] for s in series}) > 1:
+        raise ValueError(f"Fig. 8 compares tuning sets on one data set, got {[s['data'] for s in series]}")
+    labels = [s["training"] for s in series]
+    for s in series:  # two runs on the same tuning set: tell them apart by their folders
+        if labels.count(s["training"]) > 1 and s["workdir"]:
+            s["training"] += f" ({pathlib.Path(s['workdir']).name})"
+    return {"figure": "inference_retrieval", "methods": methods, "series": series}
+
+
+def figure8(workdirs: Sequence[str | os.PathLike], path_png: str | os.PathLike | None = None) -> dict:
+    """Fig. 8 (AUC and ACC bars, inference-time retrieval x training data) from one or two pipeline workdirs,
+    each with report/results.json holding Fig. 8 rows (e.g. one tuned on RAG-enhanced prompts, one with
+    `pipeline.train_kind=""`). Writes the PNG and its JSON (default `<first workdir>/report/figure8_all.png`);
+    returns {"png", "json", "numbers"}."""
+    from rallrec_jax.reasoning import analysis
+
+    if not 1 <= len(workdirs) <= 2:
+        raise ValueError(f"Fig. 8 compares one or two runs (tuning sets), got {len(workdirs)} workdirs")
+    tables = []
+    for workdir in workdirs:
+        path = pathlib.Path(workdir).resolve() / "report" / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run the pipeline's report stage in {workdir} first")
+        tables.append({**json.loads(path.read_text()), "workdir": str(path.parents[1])})
+    numbers = figure8_numbers(tables)
+    if path_png is None:
+        path_png = pathlib.Path(workdirs[0]).resolve() / "report" / "figure8_all.png"
+    png, js = analysis.save_figure(numbers, str(path_png))
+    return {"png": png, "json": js, "numbers": numbers}

@@ -19,6 +19,7 @@ from configs import movielens as movielens_config
 from configs import quickstart as quickstart_config
 from configs import test as test_config
 from rallrec_jax import metrics, pipeline
+from rallrec_jax import report as report_lib
 from rallrec_jax.data import sampling
 from tests.tiny_llm import make_tiny_llm
 
@@ -198,7 +199,7 @@ def test_fig8_table_and_figure_from_two_runs(monkeypatch, tmp_path):
         assert "## Inference-time retrieval (Fig. 8)" in md and f"| tuned on {label} | ReRank |" in md
         assert (work[train_kind] / "report" / "figure8.png").stat().st_size > 0
 
-    result = pipeline.figure8([work["text"], work[""]], tmp_path / "fig" / "figure8.png")
+    result = report_lib.figure8([work["text"], work[""]], tmp_path / "fig" / "figure8.png")
     assert pathlib.Path(result["png"]).stat().st_size > 0
     numbers = json.loads(pathlib.Path(result["json"]).read_text())
     assert numbers["methods"] == ["Recent", "Retri.-then-Mix", "Mix-then-Retri.", "ReRank"]
@@ -207,23 +208,23 @@ def test_fig8_table_and_figure_from_two_runs(monkeypatch, tmp_path):
     rerank = next(r for r in report["rows"] if r["model"] == "ReRank")["metrics"]
     assert numbers["series"][0]["auc"][3] == rerank["auc"] and numbers["series"][0]["acc"][3] == rerank["acc"]
     # The same tuning set twice: told apart by folder.
-    twice = pipeline.figure8([work["text"], work["text"]], tmp_path / "twice.png")["numbers"]
+    twice = report_lib.figure8([work["text"], work["text"]], tmp_path / "twice.png")["numbers"]
     assert [s["training"] for s in twice["series"]] == ["RAG-enhanced (text)", "RAG-enhanced (text)"]
 
     other = json.loads((work[""] / "report" / "results.json").read_text())
     with pytest.raises(ValueError, match="one data set"):
-        pipeline.figure8_numbers([report, {**other, "data": "movielens-1m"}])
+        report_lib.figure8_numbers([report, {**other, "data": "movielens-1m"}])
     with pytest.raises(ValueError, match="one or two"):
-        pipeline.figure8([work["text"]] * 3)
+        report_lib.figure8([work["text"]] * 3)
     with pytest.raises(FileNotFoundError, match="results.json"):
-        pipeline.figure8([tmp_path / "nowhere"])
+        report_lib.figure8([tmp_path / "nowhere"])
     without = tmp_path / "without"
     run, _ = _fake_pipeline(monkeypatch, without, _config(retrieval_ablation=False, embedding_ablation=False))
     run.results = {"evaluate": run.stage_evaluate()}
     run.stage_report()
     assert not (without / "report" / "figure8.png").exists()
     with pytest.raises(ValueError, match="retrieval_ablation=True"):
-        pipeline.figure8([without])
+        report_lib.figure8([without])
 
 
 def _fake_id_rows(workdir, sample):

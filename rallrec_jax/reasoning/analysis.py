@@ -18,7 +18,7 @@ JSON beside it (`x.png` -> `x.json`), each atomically (temporary file, then `os.
     data set, and their ratio (the paper: "over 11 times greater").
 
 `save_figure` also draws Fig. 8 (`inference_retrieval`: AUC and ACC bars per inference-time retrieval,
-one bar per tuning set), whose numbers come from the pipeline's results (`pipeline.figure8_numbers`).
+one bar per tuning set), whose numbers come from the pipeline's results (`report.figure8_numbers`).
 """
 from __future__ import annotations
 
