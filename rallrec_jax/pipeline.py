@@ -415,10 +415,8 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         if any(r["table"] == "retrieval" for r in table["rows"]):
             # This run's training-data column of Fig. 8; figure8() joins it with the other run's.
-            from rallrec_jax.reasoning import analysis
-
-            table["figures"] = {"figure8": analysis.save_figure(report.figure8_numbers([table]),
-                                                                str(out / "figure8.png"))[0]}
+            table["figures"] = {"figure8": report.save_figure8(report.figure8_numbers([table]),
+                                                               out / "figure8.png")[0]}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
             artifacts.atomic_write_text(out / name, text)
         self.progress("\n" + table["markdown"])

@@ -17,15 +17,15 @@ JSON beside it (`x.png` -> `x.json`), each atomically (temporary file, then `os.
   * Fig. 9 `latency_comparison`: seconds per response of the general and the reasoning model per
     data set, and their ratio (the paper: "over 11 times greater").
 
-`save_figure` also draws Fig. 8 (`inference_retrieval`: AUC and ACC bars per inference-time retrieval,
-one bar per tuning set), whose numbers come from the pipeline's results (`report.figure8_numbers`).
+`save_figure` writes any figure: these with their own drawing, others (Fig. 8, drawn in report.py) with the
+`draw` function and size their caller passes.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -252,40 +252,26 @@ def _draw(numbers: Mapping[str, Any], fig) -> None:
         ax.set_xticks(xs, names)
         ax.set_ylabel("seconds per response")
         ax.legend()
-    elif kind == "inference_retrieval":
-        methods, series = numbers["methods"], numbers["series"]
-        xs = np.arange(len(methods))
-        width = 0.8 / max(len(series), 1)
-        fig.delaxes(ax)
-        for i, metric in enumerate(("auc", "acc")):
-            a = fig.add_subplot(1, 2, i + 1)
-            values = [v for s in series for v in s[metric]]
-            for j, s in enumerate(series):
-                a.bar(xs + (j - (len(series) - 1) / 2) * width, s[metric], width, label=s["training"])
-            a.set_xticks(xs, methods, rotation=15)
-            a.set_ylabel(metric.upper())
-            # Zoomed as the paper's axes (AUC 0.74-0.79, ACC 0.66-0.70): the differences are small.
-            low, high = min(values), max(values)
-            pad = max(0.01, 0.25 * (high - low))
-            a.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
-            a.grid(True, axis="y", alpha=0.3)
-            a.legend(title="training data", fontsize="small")
     else:
         raise ValueError(f"unknown figure kind {kind!r}; expected the output of an analysis function")
 
 
-def save_figure(numbers: Mapping[str, Any], path_png: str) -> tuple[str, str]:
-    """Draws `numbers` into path_png and writes them as JSON beside it; returns (png_path, json_path)."""
+def save_figure(numbers: Mapping[str, Any], path_png: str,
+                draw: Callable[[Mapping[str, Any], Any], None] | None = None,
+                size: tuple[float, float] | None = None) -> tuple[str, str]:
+    """Draws `numbers` into path_png and writes them as JSON beside it; returns (png_path, json_path).
+
+    `draw(numbers, fig)` and `size` (inches) draw a figure this module does not know (report.py's Fig. 8)."""
     if not str(path_png).endswith(".png"):
         raise ValueError(f"path_png must end in .png, got {path_png!r}")
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: headless
     from matplotlib.figure import Figure
 
     text = json.dumps(numbers, indent=1, sort_keys=True)  # fails early if not JSON-ready
-    sizes = {"alpha_sweep": (12, 4), "epsilon_sweep": (12, 4), "inference_retrieval": (11, 4.5)}
-    fig = Figure(figsize=sizes.get(numbers.get("figure"), (7, 4.5)), dpi=100)
+    sizes = {"alpha_sweep": (12, 4), "epsilon_sweep": (12, 4)}
+    fig = Figure(figsize=size or sizes.get(numbers.get("figure"), (7, 4.5)), dpi=100)
     FigureCanvasAgg(fig)
-    _draw(numbers, fig)
+    (draw or _draw)(numbers, fig)
     fig.tight_layout()
     path_png = str(path_png)
     path_json = path_png[: -len(".png")] + ".json"
