@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from rallrec_jax.data import ctr, readers
+from rallrec_jax.data import ctr, readers, recipes
 
 
 @pytest.fixture(scope="module")
 def ml1m(shared_data):
-    return ctr.preprocess_temporal(readers.read_movielens_1m(shared_data / "ml-1m"))
+    return recipes.preprocess_temporal(readers.read_movielens_1m(shared_data / "ml-1m"))
 
 
 def _all_samples(data, split):
@@ -94,7 +94,7 @@ def test_training_interactions_never_reach_past_training(ml1m):
 
 def test_bookcrossing_rules(shared_data):
     raw = readers.read_bookcrossing(shared_data / "bookcrossing")
-    bx = ctr.preprocess_bookcrossing(raw)
+    bx = recipes.preprocess_bookcrossing(raw)
     stats = bx.statistics()
     train, valid, test = (bx.num_samples(s) for s in ctr.SPLITS)
     total = train + valid + test
@@ -109,7 +109,7 @@ def test_bookcrossing_rules(shared_data):
     # Explicit ratings only in this copy: a higher positive rate than the paper's 0.462.
     assert stats["splits"]["train"]["positive_rate"] > 0.9
     # Deterministic: the seed fixes the shuffles.
-    again = ctr.preprocess_bookcrossing(raw)
+    again = recipes.preprocess_bookcrossing(raw)
     np.testing.assert_array_equal(again.seq_item, bx.seq_item)
     np.testing.assert_array_equal(again.samples["test"]["user"], bx.samples["test"]["user"])
     # The target is never in its own history unless the user rated the book twice.
@@ -121,7 +121,7 @@ def test_amazon_rules(shared_data):
     folder = shared_data / "amazon-2018"
     raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               category_index=1, category_depth=None)
-    az = ctr.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
+    az = recipes.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
     log = dict(az.filter_log)
     assert log["read"] == 89_689
     known = sum(1 for i in raw.item if raw.item_fields.get(i, {}).get("category", "unknown") != "unknown")
@@ -140,16 +140,16 @@ def test_top_items_and_caps():
         "toy", user=np.array(list("aaabbbcccd")), item=np.array(list("xyzxyzxyxw")),
         rating=np.array([5, 4, 3, 2, 1, 5, 4, 3, 2, 1], np.int32), timestamp=np.arange(10, dtype=np.int64),
         item_fields={}, user_fields={})
-    data = ctr.preprocess_temporal(raw, min_history=1, top_items=2)
+    data = recipes.preprocess_temporal(raw, min_history=1, top_items=2)
     # x (4 ratings) and y (3) are the two most frequent items.
     assert set(data.item_ids.tolist()) == {"x", "y"}
-    capped = ctr.iterative_core(raw.user, raw.item, 3, 3, 1, None)
+    capped = recipes.iterative_core(raw.user, raw.item, 3, 3, 1, None)
     assert set(raw.user[capped].tolist()) == {"a", "b", "c"}
 
 
 def test_save_load_roundtrip_and_corruption(tmp_path, shared_data):
     raw = readers.read_bookcrossing(shared_data / "bookcrossing")
-    bx = ctr.preprocess_bookcrossing(raw)
+    bx = recipes.preprocess_bookcrossing(raw)
     bx.save(tmp_path / "bx")
     back = ctr.CTRData.load(tmp_path / "bx")
     assert back.statistics() == bx.statistics()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rallrec_jax import assets
-from rallrec_jax.data import ctr, readers
+from rallrec_jax.data import ctr, readers, recipes
 from rallrec_jax.data.readers import DataFormatError
 
 
@@ -326,7 +326,7 @@ def test_movielens_duplicate_rating_and_negative_timestamp_are_counted(tmp_path)
                           "ratings: duplicate (user, item) rating (the earliest kept)": 1}
     pairs = list(zip(ml.user.tolist(), ml.item.tolist(), ml.timestamp.tolist()))
     assert ("1", "3", 103) in pairs and ("1", "3", 500) not in pairs and ml.timestamp.min() >= 0
-    data = ctr.preprocess_temporal(ml, min_history=2)
+    data = recipes.preprocess_temporal(ml, min_history=2)
     for split in ctr.SPLITS:  # no sample's history holds its own target
         for row in range(data.num_samples(split)):
             assert data.samples[split]["item"][row] not in data.history(split, row)["item"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rallrec_jax import parallel
-from rallrec_jax.data import batching, ctr, readers, tfds_builders
+from rallrec_jax.data import batching, ctr, readers, recipes, tfds_builders
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def amazon_dir(shared_data, tmp_path_factory):
     folder = shared_data / "amazon-2018"
     raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               category_index=1, category_depth=None)
-    data = ctr.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
+    data = recipes.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
     return data.save(tmp_path_factory.mktemp("prep") / "amazon"), data
 
 

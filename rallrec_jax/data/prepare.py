@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import ml_collections
 
 from rallrec_jax import artifacts, assets
-from rallrec_jax.data import ctr, readers, tfds_builders
+from rallrec_jax.data import ctr, readers, recipes, tfds_builders
 
 DATASETS = ("movielens-1m", "movielens-100k", "bookcrossing", "amazon")
 
@@ -73,11 +73,11 @@ def preprocess(raw: readers.RawDataset, config: Mapping) -> ctr.CTRData:
     if c["name"] == "bookcrossing":
         selection = (c["item_selection_user_min"], c["item_selection_user_max"] or None,
                      c["item_selection_item_min"]) if c["item_selection_item_min"] else None
-        return ctr.preprocess_bookcrossing(
+        return recipes.preprocess_bookcrossing(
             raw, positive_min_rating=c["positive_min_rating"], item_selection_core=selection,
             min_user_ratings=c["min_user_ratings"], seed=c["seed"], test_fraction=c["test_fraction"],
             valid_fraction=c["valid_fraction"])
-    return ctr.preprocess_temporal(
+    return recipes.preprocess_temporal(
         raw, positive_min_rating=c["positive_min_rating"], min_history=c["min_history"],
         user_core=_core(c["user_core_min"], c["user_core_max"]),
         item_core=_core(c["item_core_min"], c["item_core_max"]),
