@@ -35,6 +35,7 @@ from rallrec_jax import artifacts, locking, metrics, report, settings
 from rallrec_jax.data import ctr, features, prepare, sampling
 from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
+from rallrec_jax.generation import predictions as predictions_lib
 from rallrec_jax.generation.histories import retrieved_history
 from rallrec_jax.report import training_data
 from rallrec_jax.retrieval import stage as retrieval_stage
@@ -188,7 +189,7 @@ class Pipeline:
             files = [e["probabilities"] for e in summary.values()
                      if isinstance(e, Mapping) and isinstance(e.get("probabilities"), str)]
             return [self.workdir / f for p in sorted(set(files))
-                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))]
+                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))] + [self.predictions_path()]
         if stage == "reasoning":
             root = pathlib.Path(summary["folder"]) / "reasoning"
             modes = tuple(self.config.reasoning.modes)
@@ -365,7 +366,30 @@ class Pipeline:
             out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"], "sample": sample_fp,
                         "probabilities": f"evaluate/{tag}.npy"}
             scored[row.scoring] = tag
+        self.write_predictions(out)
         return out
+
+    def predictions_path(self) -> pathlib.Path:
+        return self.workdir / "evaluate" / predictions_lib.FILENAME
+
+    def write_predictions(self, evaluated: Mapping[str, Mapping]) -> None:
+        """evaluate/predictions.csv: the sample's ids and labels and every table row's P per row
+        (generation/predictions.py), from the saved .npy files, each checked to hold a prefix of the sample."""
+        import jax
+
+        if jax.process_index() != 0:  # the files are process 0's (the others may not see them)
+            return
+        sample = self.eval_sample()
+        load = report.npz_or_npy_loader(self.workdir)
+        columns = {}
+        for tag, entry in evaluated.items():
+            ids, probs = load({"file": entry["probabilities"], "key": ""})
+            if not np.array_equal(ids, sample.rows[:len(ids)]):
+                raise ValueError(f"{self.workdir / entry['probabilities']}: table row {entry['row']['name']!r} was "
+                                 "scored on other rows than a prefix of the evaluation sample; rerun the evaluate "
+                                 "stage")
+            columns[tag] = probs
+        predictions_lib.write_predictions(self.predictions_path(), self.data, sample.split, sample.rows, columns)
 
     def reasoning_dir(self) -> pathlib.Path:
         """Reasoning artifacts live in a folder per fingerprint: the reasoning stage caches P_G and the hinted
