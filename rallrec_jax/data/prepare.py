@@ -130,7 +130,10 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
     data.save(out)
     artifacts.atomic_write_json(out / "statistics.json", data.statistics())
     if c.get("build_tfds"):
-        tfds_builders.build(out, out.parent / "tfds", c.get("tfds_max_history", tfds_builders.DEFAULT_MAX_HISTORY))
+        builder = tfds_builders.build(out, out.parent / "tfds",
+                                      c.get("tfds_max_history", tfds_builders.DEFAULT_MAX_HISTORY))
+        logging.info("data: TFDS copy tfds.data_source(%r, split=..., data_dir=%r)",
+                     f"{tfds_builders.BUILDER_NAME}/{builder.builder_config.name}", str(out.parent / "tfds"))
     # Written last: its presence with this fingerprint means every output above is complete.
     artifacts.atomic_write_json(stamp, {"fingerprint": fingerprint, "config": c, "identity": identity})
     return data
