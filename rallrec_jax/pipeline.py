@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from rallrec_jax import artifacts, locking, metrics, report, settings
+from rallrec_jax import artifacts, locking, metrics, parallel, report, settings
 from rallrec_jax.data import ctr, features, prepare, sampling
 from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
@@ -204,6 +204,10 @@ class Pipeline:
         return []
 
     def run_stage(self, stage: str, fn: Callable[[], dict]) -> dict:
+        """Runs `fn` unless the stage is done. Multi-host: every process runs the stage (its computations span
+        the global mesh), process 0 writes its files and marker, and the barriers keep the processes' views of the
+        markers the same (all skip a stage or all run it)."""
+        parallel.barrier(f"pipeline {stage}: start")
         summary = self.done(stage)
         if summary is not None:
             self.progress(f"[{stage}] up to date, skipped")
@@ -212,7 +216,9 @@ class Pipeline:
         start = time.perf_counter()
         summary = fn()
         seconds = time.perf_counter() - start
-        self._mark(stage, summary, seconds)
+        if parallel.is_writer():
+            self._mark(stage, summary, seconds)
+        parallel.barrier(f"pipeline {stage}: marked")
         self.progress(f"[{stage}] done in {seconds:.1f} s")
         return summary
 
@@ -239,7 +245,7 @@ class Pipeline:
                 same = sampling.EvalSample.load(path).to_json() == self._sample.to_json()
             except ValueError:
                 same = False
-            if not same:
+            if not same and parallel.is_writer():
                 self._sample.save(path)
         return self._sample
 
@@ -287,8 +293,9 @@ class Pipeline:
         fit = baselines_lib.fit_baselines(self.data, self.config.evaluate.k_history, b["item_prior"], b["l2"])
         probs.update(baselines_lib.predict_baselines(fit, self.data, sample.split, rows))
         labels = table.labels["test"][rows]
-        artifacts.atomic_save_npz(self.workdir / "deepfm" / "predictions.npz", row_ids=rows,
-                                  **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
+        if parallel.is_writer():
+            artifacts.atomic_save_npz(self.workdir / "deepfm" / "predictions.npz", row_ids=rows,
+                                      **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
         return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
                 "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
                 "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
@@ -375,9 +382,7 @@ class Pipeline:
     def write_predictions(self, evaluated: Mapping[str, Mapping]) -> None:
         """evaluate/predictions.csv: the sample's ids and labels and every table row's P per row
         (generation/predictions.py), from the saved .npy files, each checked to hold a prefix of the sample."""
-        import jax
-
-        if jax.process_index() != 0:  # the files are process 0's (the others may not see them)
+        if not parallel.is_writer():  # the files are process 0's
             return
         sample = self.eval_sample()
         load = report.npz_or_npy_loader(self.workdir)
@@ -446,10 +451,13 @@ class Pipeline:
             # This run's training-data column of Fig. 8; figure8() joins it with the other run's.
             from rallrec_jax.reasoning import analysis
 
-            table["figures"] = {"figure8": analysis.save_figure(figure8_numbers([table]),
-                                                                str(out / "figure8.png"))[0]}
+            png = str(out / "figure8.png")
+            if parallel.is_writer():
+                png = analysis.save_figure(figure8_numbers([table]), png)[0]
+            table["figures"] = {"figure8": png}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
-            artifacts.atomic_write_text(out / name, text)
+            if parallel.is_writer():
+                artifacts.atomic_write_text(out / name, text)
         self.progress("\n" + table["markdown"])
         return table
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from rallrec_jax import artifacts, assets
+from rallrec_jax import artifacts, assets, parallel
 from rallrec_jax.data import ctr, readers, tfds_builders
 
 DATASETS = ("movielens-1m", "movielens-100k", "bookcrossing", "amazon")
@@ -97,8 +97,15 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
     """Reads, preprocesses and saves one data set; returns the prepared `CTRData`.
 
     Skipped (loaded from disk) when `workdir/data/<name>/` holds the output of the same config.
-    Writes `statistics.json` and, if `config.build_tfds`, the TFDS array_record files.
+    Writes `statistics.json` and, if `config.build_tfds`, the TFDS array_record files. In a multi-host run
+    process 0 prepares first and the others then load what it wrote (`parallel.writer_first`).
     """
+    out = prepared_dir(_as_dict(config), workdir)
+    with parallel.writer_first(f"prepare {out}"):
+        return _prepare_data(config, workdir, force=force and parallel.is_writer())
+
+
+def _prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = False) -> ctr.CTRData:
     c = _as_dict(config)
     out = prepared_dir(c, workdir)
     identity = input_identity(c)
