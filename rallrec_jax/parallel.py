@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -180,6 +181,16 @@ def distributed_arguments(mode: str = "", coordinator: str | None = None, num_pr
     if not 0 <= process_id < num_processes:
         raise ValueError(f"--process_id={process_id} must be in [0, {num_processes})")
     return {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_id}
+
+
+def fetch(x) -> np.ndarray:
+    """A (possibly global) jax array as numpy, the whole value on every process: an array that spans other
+    processes' devices is gathered (`process_allgather`), any other is copied. Every process must call it."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def is_writer() -> bool:

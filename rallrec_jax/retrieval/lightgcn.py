@@ -515,10 +515,11 @@ def default_mesh() -> Mesh:
     """All devices on the data axes, except on CPU: one device there.
 
     Every device propagates the whole graph (only the BPR batch is split), so fake CPU devices sharing
-    the same cores would repeat that work once per device for no gain.
+    the same cores would repeat that work once per device for no gain. (In a multi-host CPU run each process
+    trains on its own first device: the same seeds, the same embeddings, no collectives.)
     """
     if jax.default_backend() == "cpu":
-        return parallel.make_mesh(devices=jax.devices()[:1])
+        return parallel.make_mesh(devices=jax.local_devices()[:1])
     return parallel.make_mesh()
 
 
@@ -564,12 +565,13 @@ class LightGCNTrainer:
         """One pass over the shuffled training pairs (0-based epoch seeds its shuffle and negatives)."""
         self.state, loss = self._epoch_fn(self.state, jax.random.fold_in(self._base_key, epoch), self.operator,
                                           self._train_u, self._train_i, self._positive_keys)
-        return float(loss)  # blocks until the epoch is done
+        return float(parallel.fetch(loss))  # blocks until the epoch is done
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """Layer-mean user [U, D] and item [I, D] embeddings; zero rows for nodes without a training interaction."""
         ue, ie = self._embeddings_fn(self.state, self.operator)
-        return zero_cold_rows(np.asarray(ue), self.user_seen), zero_cold_rows(np.asarray(ie), self.item_seen)
+        ue, ie = parallel.fetch(ue), parallel.fetch(ie)
+        return zero_cold_rows(ue, self.user_seen), zero_cold_rows(ie, self.item_seen)
 
     def evaluate(self, eval_pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         ue, ie = self.embeddings()
