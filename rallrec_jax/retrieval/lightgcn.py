@@ -578,7 +578,13 @@ class LightGCNTrainer:
         return topk_metrics(ue, ie, self.train_pairs, eval_pairs, self.config.eval_k, self.config.eval_batch_users)
 
     def pure_state(self) -> dict:
-        return nnx.to_pure_dict(self.state)
+        """The state as a pure dict for orbax; as numpy when the mesh is this process's alone in a multi-host
+        run (orbax checkpoints no process-local jax.Array; numpy leaves it writes once, from process 0)."""
+        pure = nnx.to_pure_dict(self.state)
+        mine = {d.process_index for d in self.replicated.mesh.devices.flat} == {jax.process_index()}
+        if jax.process_count() > 1 and mine:
+            return jax.tree.map(np.asarray, pure)
+        return pure
 
     def load_pure_state(self, restored: dict) -> None:
         nnx.replace_by_pure_dict(self.state, restored)
