@@ -5,13 +5,13 @@ Every main takes `--config` (a configs/*.py file, `--config.<field>=value` overr
 absolute), and sets up the console (rallrec_jax/console.py): library logging into `<workdir>/logs/`, the
 terminal for stage lines, progress bars (`--noprogress` hides them), results and warnings
 (`--log_to_console` adds the INFO lines). Flags are defined when a main runs, so each binary lists only its own.
+Config files import `from configs import ...`: the `configs` package ships with the distribution, and a source
+checkout's root is put on the path by the experiments/ wrappers.
 
 Multi-host (every binary with --config): `--coordinator=host:port --num_processes=N --process_id=i` on every
 host, or `--distributed=auto` where `jax.distributed.initialize()` finds the cluster itself (TPU pods, SLURM).
 Then process 0 holds the workdir's lock and writes the files; the others compute beside it and wait for them
 (the workdir must be one shared folder). Each process logs to `<workdir>/logs/<binary>-p<i>-*.log`.
-Config files import `from configs import ...`: the `configs` package ships with the distribution, and a source
-checkout's root is put on the path by the experiments/ wrappers.
 """
 from __future__ import annotations
 

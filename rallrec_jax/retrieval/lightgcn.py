@@ -508,7 +508,8 @@ def _embeddings_fn(graphdef):
 
 
 def _write_json_atomic(path: str, obj) -> None:
-    artifacts.atomic_write_json(path, obj)
+    if parallel.is_writer():  # a multi-host run's files are process 0's
+        artifacts.atomic_write_json(path, obj)
 
 
 def default_mesh() -> Mesh:
