@@ -124,7 +124,8 @@ def describe_items(
     items = list(range(data.num_items)) if items is None else list(items)
     todo = [i for i in items if str(data.item_ids[i]) not in done]
     # A multi-host run generates on every process (one mesh) and appends from process 0 alone.
-    with open(cache_path, "a", encoding="utf-8") if parallel.is_writer() else open(os.devnull, "w") as out:
+    writer = parallel.is_writer()
+    with open(cache_path, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             messages = [chat_messages(description_prompt(data.name, item_fields(data, i))) for i in batch]
@@ -136,7 +137,8 @@ def describe_items(
                 out.write(json.dumps({"item_id": str(data.item_ids[i]),
                                       "description": done[str(data.item_ids[i])]}) + "\n")
             out.flush()
-            os.fsync(out.fileno())
+            if writer:
+                os.fsync(out.fileno())
             if progress:
                 progress(len(items) - len(todo) + start + len(batch), len(items))
     return [done[str(data.item_ids[i])] for i in items]
