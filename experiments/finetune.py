@@ -2,7 +2,7 @@
 
   python experiments/finetune.py --config configs/movielens.py --workdir /abs/workdir
   python experiments/finetune.py --config configs/quickstart.py --workdir /abs/w --config.finetune.max_steps=10
-Multi-host: pass --coordinator=host:port --num_processes=N --process_id=i on every host.
+Multi-host: pass --coordinator=host:port --num_processes=N --process_id=i (or --distributed=auto) on every host.
 """
 import os
 import sys

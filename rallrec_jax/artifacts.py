@@ -8,6 +8,7 @@ renamed), so a killed run leaves either the old version or the new one, never ha
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -147,7 +148,8 @@ def unreadable(path: PathLike) -> str | None:
     """Why a finished artifact cannot be trusted (missing, truncated, unparsable), or None when it opens.
 
     Folders are orbax checkpoint folders (their newest step must restore); .npy, .npz, .json and .jsonl
-    files are opened and parsed whole; any other file must exist and be non-empty."""
+    files are opened and parsed whole, .csv files must end in a newline with every line as wide as the header;
+    any other file must exist and be non-empty."""
     p = pathlib.Path(path)
     if not p.exists():
         return "missing"
@@ -174,8 +176,21 @@ def unreadable(path: PathLike) -> str | None:
             for number, line in enumerate(raw.splitlines(), start=1):
                 if line.strip():
                     json.loads(line)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        elif p.suffix == ".csv":
+            return _csv_damage(p.read_text(encoding="utf-8"))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, csv.Error) as exc:
         return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _csv_damage(text: str) -> str | None:
+    if not text.endswith("\n"):
+        return "its last line is torn (no newline)"
+    lines = list(csv.reader(io.StringIO(text)))
+    width = len(lines[0])
+    for number, line in enumerate(lines[1:], start=2):
+        if len(line) != width:
+            return f"line {number} has {len(line)} fields, the header {width}"
     return None
 
 

@@ -7,9 +7,15 @@ terminal for stage lines, progress bars (`--noprogress` hides them), results and
 (`--log_to_console` adds the INFO lines). Flags are defined when a main runs, so each binary lists only its own.
 Config files import `from configs import ...`: the `configs` package ships with the distribution, and a source
 checkout's root is put on the path by the experiments/ wrappers.
+
+Multi-host (every binary with --config): `--coordinator=host:port --num_processes=N --process_id=i` on every
+host, or `--distributed=auto` where `jax.distributed.initialize()` finds the cluster itself (TPU pods, SLURM).
+Then process 0 holds the workdir's lock and writes the files; the others compute beside it and wait for them
+(the workdir must be one shared folder). Each process logs to `<workdir>/logs/<binary>-p<i>-*.log`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -40,12 +46,55 @@ class _Common:
         self.progress = flags.DEFINE_bool("progress", True, "progress bars for the long loops (tqdm on stderr)")
         if with_config:
             flags.mark_flags_as_required(["config", "workdir"])
+        self.distributed = _Distributed() if with_config else None
 
     def start(self, name: str, workdir: str | None = None) -> str:
-        """Absolute workdir, with the console set up for the binary `name`."""
+        """Absolute workdir, with this process joined to its multi-host run (if any) and the console set up
+        for the binary `name`."""
         workdir = os.path.abspath(workdir or self.workdir.value)
+        if self.distributed is not None:
+            name = self.distributed.join(name)
         console.setup(workdir, name, log_to_console=self.log_to_console.value, progress=self.progress.value)
         return workdir
+
+    @staticmethod
+    def lock(workdir: str):
+        """The workdir's lock (one run per workdir), held by process 0 of a multi-host run."""
+        import jax
+
+        return locking.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+
+
+class _Distributed:
+    """The multi-host flags, one definition for every binary (module docstring)."""
+
+    def __init__(self):
+        from rallrec_jax import parallel
+
+        self.mode = flags.DEFINE_enum("distributed", "", list(parallel.DISTRIBUTED_MODES),
+                                      "'auto': jax.distributed.initialize() detects the cluster (TPU pods, SLURM); "
+                                      "empty: explicit --coordinator/--num_processes/--process_id, or one process")
+        self.coordinator = flags.DEFINE_string("coordinator", None, "jax.distributed coordinator address host:port "
+                                               "(multi-host)")
+        self.num_processes = flags.DEFINE_integer("num_processes", None, "processes in a multi-host run")
+        self.process_id = flags.DEFINE_integer("process_id", None, "this process's index in a multi-host run")
+
+    def join(self, name: str) -> str:
+        """Joins the run the flags name (nothing for one process); returns `name` with this process's index when
+        there are several."""
+        from rallrec_jax import parallel
+
+        try:
+            kwargs = parallel.distributed_arguments(self.mode.value, self.coordinator.value, self.num_processes.value,
+                                                    self.process_id.value)
+        except ValueError as exc:
+            raise app.UsageError(str(exc)) from exc
+        if kwargs is None:
+            return name
+        parallel.initialize_distributed(kwargs["coordinator_address"], kwargs["num_processes"], kwargs["process_id"])
+        import jax
+
+        return f"{name}-p{jax.process_index()}" if jax.process_count() > 1 else name
 
 
 def print_json(summary: Any) -> None:
@@ -65,7 +114,7 @@ def stage_main(name: str, fn: Callable[[Any, str], None], argv: Sequence[str] | 
     def main(argv):
         del argv
         workdir = common.start(name)
-        with locking.workdir_lock(workdir):  # one run per workdir
+        with common.lock(workdir):  # one run per workdir
             fn(common.config.value, workdir)
 
     _run(main, argv)
@@ -99,7 +148,7 @@ def prepare_data(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.data import ctr, prepare
 
         workdir = common.start("prepare_data")
-        with locking.workdir_lock(workdir):
+        with common.lock(workdir):
             data = prepare.prepare_data(common.config.value.data, workdir, force=force.value)
         print(ctr.format_statistics(data.statistics()))
         print(f"prepared: {prepare.prepared_dir(common.config.value.data, workdir)}")
@@ -132,32 +181,14 @@ def retrieve(argv: Sequence[str] | None = None) -> None:
 
 
 def finetune(argv: Sequence[str] | None = None) -> None:
-    """`rallrec-finetune`: LoRA instruction tuning of the general LLM; resumes from the latest checkpoint.
-    Multi-host: --coordinator=host:port --num_processes=N --process_id=i on every host."""
-    common = _Common()
-    coordinator = flags.DEFINE_string("coordinator", None, "jax.distributed coordinator address (multi-host)")
-    num_processes = flags.DEFINE_integer("num_processes", None, "processes in a multi-host run")
-    process_id = flags.DEFINE_integer("process_id", None, "this process's index in a multi-host run")
+    """`rallrec-finetune`: LoRA instruction tuning of the general LLM; resumes from the latest checkpoint."""
 
-    def main(argv):
-        del argv
-        from rallrec_jax import parallel
+    def fn(config, workdir):
         from rallrec_jax.generation import finetune as finetune_lib
 
-        many = bool(num_processes.value and num_processes.value > 1)
-        workdir = common.start(f"finetune-p{process_id.value}" if many else "finetune")
-        if many:
-            parallel.initialize_distributed(coordinator.value, num_processes.value, process_id.value)
-        import contextlib
+        print_json(finetune_lib.finetune(config, workdir))
 
-        import jax
-
-        # Process 0 holds the workdir's lock for a multi-host run.
-        with locking.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-            summary = finetune_lib.finetune(common.config.value, workdir)
-        print_json(summary)
-
-    _run(main, argv)
+    stage_main("finetune", fn, argv)
 
 
 def evaluate(argv: Sequence[str] | None = None) -> None:
@@ -173,7 +204,7 @@ def evaluate(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.generation import evaluate as evaluate_lib
 
         workdir = common.start("evaluate")
-        with locking.workdir_lock(workdir):
+        with common.lock(workdir):
             result = evaluate_lib.evaluate(common.config.value, workdir, adapters.value, num_rows=rows.value)
         print_json({k: v for k, v in result.items() if k not in ("probabilities", "labels")})
 

@@ -7,11 +7,13 @@ changes. Meshes use Auto axis types so GSPMD propagates shardings through un-ann
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -150,3 +152,70 @@ def initialize_distributed(
     )
     logging.info("process %d of %d joined; %d global devices", jax.process_index(), jax.process_count(),
                  jax.device_count())
+
+
+DISTRIBUTED_MODES = ("", "auto")
+
+
+def distributed_arguments(mode: str = "", coordinator: str | None = None, num_processes: int | None = None,
+                          process_id: int | None = None) -> dict | None:
+    """The keyword arguments of `jax.distributed.initialize` that the multi-host flags ask for, or None (a
+    single process). `mode="auto"`: jax's own cluster detection (TPU pods, SLURM, ...), with whichever of the
+    three values are given; `mode=""`: explicit, all three needed once num_processes > 1."""
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(f"--distributed={mode!r}: give 'auto' (jax.distributed.initialize() detects the cluster) "
+                         "or leave it empty (explicit --coordinator, --num_processes, --process_id)")
+    if mode == "auto":
+        return {"coordinator_address": coordinator or None, "num_processes": num_processes,
+                "process_id": process_id}
+    if num_processes is None or num_processes <= 1:
+        if coordinator or process_id:
+            raise ValueError(f"--coordinator={coordinator!r} / --process_id={process_id!r} without "
+                             "--num_processes > 1: give the process count too, or --distributed=auto")
+        return None
+    missing = [f"--{name}" for name, value in (("coordinator", coordinator), ("process_id", process_id))
+               if value is None or value == ""]
+    if missing:
+        raise ValueError(f"--num_processes={num_processes} needs {' and '.join(missing)} on every process "
+                         "(or --distributed=auto on a cluster jax detects)")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"--process_id={process_id} must be in [0, {num_processes})")
+    return {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_id}
+
+
+def fetch(x) -> np.ndarray:
+    """A (possibly global) jax array as numpy, the whole value on every process: an array that spans other
+    processes' devices is gathered (`process_allgather`), any other is copied. Every process must call it."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 of a multi-host run, or the only process."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have come (a no-op for one process). `name` must be the same string
+    on every process at the same point."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+@contextlib.contextmanager
+def writer_first(name: str) -> Iterator[None]:
+    """Process 0 runs the block first (writing its files), then the others run it (finding those files up to
+    date and reading them). For work without collectives (numpy preparation): with one process, just the block."""
+    if jax.process_count() == 1:
+        yield
+        return
+    if not is_writer():
+        barrier(f"{name}: written")
+    yield
+    if is_writer():
+        barrier(f"{name}: written")

@@ -31,11 +31,12 @@ from collections.abc import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from rallrec_jax import artifacts, locking, metrics, report, settings
+from rallrec_jax import artifacts, locking, metrics, parallel, report, settings
 from rallrec_jax.data import ctr, features, prepare, sampling
 from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
 from rallrec_jax.generation import inputs as inputs_lib
+from rallrec_jax.generation import predictions as predictions_lib
 from rallrec_jax.generation.histories import retrieved_history
 from rallrec_jax.retrieval import stage as retrieval_stage
 
@@ -181,7 +182,7 @@ class Pipeline:
             files = [e["probabilities"] for e in summary.values()
                      if isinstance(e, Mapping) and isinstance(e.get("probabilities"), str)]
             return [self.workdir / f for p in sorted(set(files))
-                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))]
+                    for f in (p, str(pathlib.Path(p).with_suffix(".json")))] + [self.predictions_path()]
         if stage == "reasoning":
             root = pathlib.Path(summary["folder"]) / "reasoning"
             modes = tuple(self.config.reasoning.modes)
@@ -196,6 +197,10 @@ class Pipeline:
         return []
 
     def run_stage(self, stage: str, fn: Callable[[], dict]) -> dict:
+        """Runs `fn` unless the stage is done. Multi-host: every process runs the stage (its computations span
+        the global mesh), process 0 writes its files and marker, and the barriers keep the processes' views of the
+        markers the same (all skip a stage or all run it)."""
+        parallel.barrier(f"pipeline {stage}: start")
         summary = self.done(stage)
         if summary is not None:
             self.progress(f"[{stage}] up to date, skipped")
@@ -204,7 +209,9 @@ class Pipeline:
         start = time.perf_counter()
         summary = fn()
         seconds = time.perf_counter() - start
-        self._mark(stage, summary, seconds)
+        if parallel.is_writer():
+            self._mark(stage, summary, seconds)
+        parallel.barrier(f"pipeline {stage}: marked")
         self.progress(f"[{stage}] done in {seconds:.1f} s")
         return summary
 
@@ -231,7 +238,7 @@ class Pipeline:
                 same = sampling.EvalSample.load(path).to_json() == self._sample.to_json()
             except ValueError:
                 same = False
-            if not same:
+            if not same and parallel.is_writer():
                 self._sample.save(path)
         return self._sample
 
@@ -279,8 +286,9 @@ class Pipeline:
         fit = baselines_lib.fit_baselines(self.data, self.config.evaluate.k_history, b["item_prior"], b["l2"])
         probs.update(baselines_lib.predict_baselines(fit, self.data, sample.split, rows))
         labels = table.labels["test"][rows]
-        artifacts.atomic_save_npz(self.workdir / "deepfm" / "predictions.npz", row_ids=rows,
-                                  **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
+        if parallel.is_writer():
+            artifacts.atomic_save_npz(self.workdir / "deepfm" / "predictions.npz", row_ids=rows,
+                                      **{f"model/{k}": np.asarray(v, np.float64) for k, v in probs.items()})
         return {"metrics": metrics.ctr_metrics(labels, probs[report.DEEPFM]), "rows": len(rows),
                 "sample": sample.fingerprint(), "probabilities": "deepfm/predictions.npz",
                 "baselines": {name: metrics.ctr_metrics(labels, probs[name]) for name in baselines_lib.NAMES},
@@ -358,7 +366,28 @@ class Pipeline:
             out[tag] = {"row": dataclasses.asdict(row), "metrics": result["metrics"], "sample": sample_fp,
                         "probabilities": f"evaluate/{tag}.npy"}
             scored[row.scoring] = tag
+        self.write_predictions(out)
         return out
+
+    def predictions_path(self) -> pathlib.Path:
+        return self.workdir / "evaluate" / predictions_lib.FILENAME
+
+    def write_predictions(self, evaluated: Mapping[str, Mapping]) -> None:
+        """evaluate/predictions.csv: the sample's ids and labels and every table row's P per row
+        (generation/predictions.py), from the saved .npy files, each checked to hold a prefix of the sample."""
+        if not parallel.is_writer():  # the files are process 0's
+            return
+        sample = self.eval_sample()
+        load = report.npz_or_npy_loader(self.workdir)
+        columns = {}
+        for tag, entry in evaluated.items():
+            ids, probs = load({"file": entry["probabilities"], "key": ""})
+            if not np.array_equal(ids, sample.rows[:len(ids)]):
+                raise ValueError(f"{self.workdir / entry['probabilities']}: table row {entry['row']['name']!r} was "
+                                 "scored on other rows than a prefix of the evaluation sample; rerun the evaluate "
+                                 "stage")
+            columns[tag] = probs
+        predictions_lib.write_predictions(self.predictions_path(), self.data, sample.split, sample.rows, columns)
 
     def reasoning_dir(self) -> pathlib.Path:
         """Reasoning artifacts live in a folder per fingerprint: the reasoning stage caches P_G and the hinted
@@ -415,10 +444,13 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         if any(r["table"] == "retrieval" for r in table["rows"]):
             # This run's training-data column of Fig. 8; figure8() joins it with the other run's.
-            table["figures"] = {"figure8": report.save_figure8(report.figure8_numbers([table]),
-                                                               out / "figure8.png")[0]}
+            png = str(out / "figure8.png")
+            if parallel.is_writer():
+                png = report.save_figure8(report.figure8_numbers([table]), png)[0]
+            table["figures"] = {"figure8": png}
         for name, text in (("results.md", table["markdown"]), ("results.json", json.dumps(table, indent=1))):
-            artifacts.atomic_write_text(out / name, text)
+            if parallel.is_writer():
+                artifacts.atomic_write_text(out / name, text)
         self.progress("\n" + table["markdown"])
         return table
 

@@ -80,6 +80,13 @@ def test_unreadable_names_missing_truncated_and_torn_files(tmp_path):
     assert "JSONDecodeError" in artifacts.unreadable(js)
     jl.write_text('{"row": 0}\n{"row": 1')
     assert "torn" in artifacts.unreadable(jl)
+    table = tmp_path / "e.csv"
+    table.write_text('row_id,p\n0,0.5\n1,"0.25"\n')
+    assert artifacts.unreadable(table) is None
+    table.write_text("row_id,p\n0,0.5\n1")
+    assert "torn" in artifacts.unreadable(table)
+    table.write_text("row_id,p\n0,0.5\n1,\n2\n")
+    assert artifacts.unreadable(table) == "line 4 has 1 fields, the header 2"
     assert artifacts.first_unreadable([tmp_path / "gone.txt"]) == (tmp_path / "gone.txt", "missing")
 
 

@@ -94,7 +94,8 @@ def test_console_scripts_and_wrappers_reach_the_mains():
 def test_help_lists_a_binarys_own_flags():
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "prepare_data.py"), "--helpfull"],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    for flag in ("--[no]force:", "--[no]log_to_console:", "--[no]progress:", "--workdir:", "--config:"):
+    for flag in ("--[no]force:", "--[no]log_to_console:", "--[no]progress:", "--workdir:", "--config:",
+                 "--distributed:", "--coordinator:", "--num_processes:", "--process_id:"):  # every binary's
         assert flag in out.stdout, flag
     assert "--stages" not in out.stdout and "--adapters" not in out.stdout
 

@@ -54,3 +54,28 @@ def test_a_gpu_or_oversized_mesh_on_cpu_names_the_fix():
     # The same mesh on the platform it names, or told to use the CPU, is built.
     mesh = parallel.make_mesh({**gpu8, "platform": "cpu"})
     assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
+
+
+def test_distributed_flags_to_initialize_arguments():
+    args = parallel.distributed_arguments
+    assert args() is None and args("", None, 1, None) is None  # one process: nothing to join
+    assert args("", "10.0.0.1:1234", 4, 2) == {"coordinator_address": "10.0.0.1:1234", "num_processes": 4,
+                                               "process_id": 2}
+    assert args("auto") == {"coordinator_address": None, "num_processes": None, "process_id": None}
+    assert args("auto", "", 8, None) == {"coordinator_address": None, "num_processes": 8, "process_id": None}
+    with pytest.raises(ValueError, match="--num_processes=2 needs --coordinator and --process_id"):
+        args("", None, 2, None)
+    with pytest.raises(ValueError, match=r"--process_id=3 must be in \[0, 2\)"):
+        args("", "h:1", 2, 3)
+    with pytest.raises(ValueError, match="without --num_processes > 1"):
+        args("", "h:1", None, None)
+    with pytest.raises(ValueError, match="--distributed='yes'"):
+        args("yes")
+
+
+def test_one_process_writes_and_passes_barriers(tmp_path):
+    assert parallel.is_writer()
+    parallel.barrier("nothing to wait for")
+    with parallel.writer_first("a block"):
+        (tmp_path / "x").write_text("1")
+    assert (tmp_path / "x").read_text() == "1"

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
+import csv
 import dataclasses
 
 import numpy as np
@@ -153,13 +155,25 @@ class _FakeEvaluate:
         return {"metrics": metrics.ctr_metrics(labels, probs), "row_ids": rows}
 
 
+def _fake_data(sample):
+    """The parts of a CTRData that the predictions file reads: official ids and the test split's columns, with
+    the sample's users and labels at its rows."""
+    n = sample.split_size
+    users, labels = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    users[sample.rows], labels[sample.rows] = sample.users, sample.labels
+    items = (np.arange(n) * 7) % 40
+    return types.SimpleNamespace(user_ids=np.array([f"user{u:03d}" for u in range(25)]),
+                                 item_ids=np.array([f"item-{i}" for i in range(40)]),
+                                 samples={"test": {"user": users, "item": items, "label": labels}})
+
+
 def _fake_pipeline(monkeypatch, workdir, config, sample=None):
     sample = _fake_sample() if sample is None else sample
     fake = _FakeEvaluate(sample)
     monkeypatch.setattr(pipeline.evaluate_lib, "evaluate", fake)
     monkeypatch.setattr(pipeline, "retrieved_history", lambda stage, rows, order, kind: ("history", order, kind))
     run = pipeline.Pipeline(config, workdir, progress=lambda msg: None)
-    run._data, run._stage, run._sample = "data", "stage", sample
+    run._data, run._stage, run._sample = _fake_data(sample), "stage", sample
     run._models = lambda: ("base", "tuned", "tok")
     return run, fake
 
@@ -314,6 +328,41 @@ def test_retrieval_rows_on_a_prefix_of_the_sample(monkeypatch, tmp_path):
     config.pipeline.retrieval_eval_size = -1
     with pytest.raises(ValueError, match="pipeline.retrieval_eval_size=-1"):
         run.stage_evaluate()
+
+
+def test_predictions_csv_holds_the_sample_and_every_rows_p(monkeypatch, tmp_path):
+    """evaluate/predictions.csv: the sample's ids and labels, then each table row's saved P; the retrieval rows,
+    scored on a prefix, have empty cells beyond it; the file is a stage artifact, so deleting it reruns."""
+    sample = _fake_sample(n=40)
+    config = _config(embedding_ablation=False, retrieval_ablation=False)
+    config.pipeline.retrieval_eval_size = 15
+    run, fake = _fake_pipeline(monkeypatch, tmp_path, config, sample)
+    run._fingerprints = {s: "fp" for s in pipeline.STAGES}
+    out = run.run_stage("evaluate", run.stage_evaluate)
+    path = tmp_path / "evaluate" / "predictions.csv"
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    header, body = lines[0], lines[1:]
+    assert header == ["row_id", "user_id", "item_id", "label"] + list(out)
+    assert len(body) == 40
+    assert [int(r[0]) for r in body] == sample.rows.tolist()
+    assert [r[1] for r in body] == [f"user{u:03d}" for u in sample.users]
+    assert [r[2] for r in body] == [f"item-{(r * 7) % 40}" for r in sample.rows]
+    assert [int(r[3]) for r in body] == sample.labels.tolist()
+    for column, tag in enumerate(out, start=4):
+        saved = np.load(tmp_path / out[tag]["probabilities"])
+        want = 15 if out[tag]["row"]["kind"] else 40
+        assert len(saved) == want, tag
+        assert [float(r[column]) for r in body[:want]] == saved.tolist()  # exact: repr round-trips
+        assert all(r[column] == "" for r in body[want:])
+    assert "evaluate/predictions.csv" in json.loads((tmp_path / "pipeline" / "evaluate.json").read_text())["artifacts"]
+    calls = len(fake.calls)
+    run.run_stage("evaluate", run.stage_evaluate)
+    assert len(fake.calls) == calls  # up to date
+    path.unlink()
+    assert run.done("evaluate") is None
+    run.run_stage("evaluate", run.stage_evaluate)
+    assert path.is_file() and len(fake.calls) > calls
 
 
 def test_rows_can_be_chosen_by_name():

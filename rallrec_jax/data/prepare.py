@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from rallrec_jax import artifacts, assets
+from rallrec_jax import artifacts, assets, parallel
 from rallrec_jax.data import ctr, readers, recipes, tfds_builders
 
 DATASETS = ("movielens-1m", "movielens-100k", "bookcrossing", "amazon")
@@ -97,8 +97,15 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
     """Reads, preprocesses and saves one data set; returns the prepared `CTRData`.
 
     Skipped (loaded from disk) when `workdir/data/<name>/` holds the output of the same config.
-    Writes `statistics.json` and, if `config.build_tfds`, the TFDS array_record files.
+    Writes `statistics.json` and, if `config.build_tfds`, the TFDS array_record files. In a multi-host run
+    process 0 prepares first and the others then load what it wrote (`parallel.writer_first`).
     """
+    out = prepared_dir(_as_dict(config), workdir)
+    with parallel.writer_first(f"prepare {out}"):
+        return _prepare_data(config, workdir, force=force and parallel.is_writer())
+
+
+def _prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = False) -> ctr.CTRData:
     c = _as_dict(config)
     out = prepared_dir(c, workdir)
     identity = input_identity(c)
@@ -130,7 +137,10 @@ def prepare_data(config: Mapping, workdir: str | os.PathLike, force: bool = Fals
     data.save(out)
     artifacts.atomic_write_json(out / "statistics.json", data.statistics())
     if c.get("build_tfds"):
-        tfds_builders.build(out, out.parent / "tfds", c.get("tfds_max_history", tfds_builders.DEFAULT_MAX_HISTORY))
+        builder = tfds_builders.build(out, out.parent / "tfds",
+                                      c.get("tfds_max_history", tfds_builders.DEFAULT_MAX_HISTORY))
+        logging.info("data: TFDS copy tfds.data_source(%r, split=..., data_dir=%r)",
+                     f"{tfds_builders.BUILDER_NAME}/{builder.builder_config.name}", str(out.parent / "tfds"))
     # Written last: its presence with this fingerprint means every output above is complete.
     artifacts.atomic_write_json(stamp, {"fingerprint": fingerprint, "config": c, "identity": identity})
     return data

@@ -4,6 +4,16 @@ A builder reads a prepared `CTRData` folder (see `ctr.py`) and writes one exampl
 its history materialised: the most recent `max_history` interactions (oldest first), plus the full
 history length so that a truncation is always visible. Reading back goes through
 `tfds.data_source`, i.e. random access over array_record files, no `tf.data`.
+
+A built copy loads by name with only its folder, in any process, without this module or the prepared data:
+
+    tfds.data_source("ctr_samples/<config>", split="test", data_dir=".../data/tfds")
+    tfds.builder("ctr_samples/<config>", data_dir=".../data/tfds")   # info, metadata, splits
+
+The config name is `<data set>_h<max_history>_<fingerprint of the samples>` (`dataset_name`); tfds reads the
+features, splits and metadata from the files it wrote (dataset_info.json, features.json, metadata.json).
+It is an export format: the stages read `ctr.npz` (CSR arrays, histories never copied), which is faster than
+decoding one example per sample.
 """
 from __future__ import annotations
 
@@ -16,6 +26,17 @@ import tensorflow_datasets as tfds
 from rallrec_jax.data.ctr import SPLITS, CTRData
 
 DEFAULT_MAX_HISTORY = 100
+BUILDER_NAME = "ctr_samples"  # tfds's name for CtrSamples (its class name in snake case)
+
+
+def config_name(data: CTRData, max_history: int = DEFAULT_MAX_HISTORY) -> str:
+    """The builder config of a prepared data set: it changes with the samples and the history cut."""
+    return f"{data.name.replace('-', '_')}_h{int(max_history)}_{data.fingerprint()}"
+
+
+def dataset_name(prepared_dir: str | os.PathLike, max_history: int = DEFAULT_MAX_HISTORY) -> str:
+    """"ctr_samples/<config>": the name `tfds.builder` / `tfds.data_source` load the copy by."""
+    return f"{BUILDER_NAME}/{config_name(CTRData.load(prepared_dir), max_history)}"
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -46,9 +67,8 @@ class CtrSamples(tfds.core.GeneratorBasedBuilder):
         self._prepared_dir = pathlib.Path(prepared_dir).resolve()
         self._max_history = int(max_history)
         self._ctr = CTRData.load(self._prepared_dir)
-        name = self._ctr.name.replace("-", "_")
         config = tfds.core.BuilderConfig(
-            name=f"{name}_h{self._max_history}_{self._ctr.fingerprint()}",
+            name=config_name(self._ctr, self._max_history),
             description=f"{self._ctr.name}, histories cut to the last {self._max_history}")
         kwargs.setdefault("file_format", "array_record")
         super().__init__(config=config, **kwargs)
@@ -92,7 +112,8 @@ class CtrSamples(tfds.core.GeneratorBasedBuilder):
 
 def build(prepared_dir: str | os.PathLike, data_dir: str | os.PathLike,
           max_history: int = DEFAULT_MAX_HISTORY) -> CtrSamples:
-    """Writes (once) the array_record files of a prepared data set under `data_dir`."""
+    """Writes (once) the array_record files of a prepared data set under `data_dir`; afterwards
+    `tfds.data_source(builder.info.full_name.rsplit("/", 1)[0], split=..., data_dir=data_dir)` reads them."""
     builder = CtrSamples(prepared_dir=prepared_dir, max_history=max_history,
                          data_dir=str(pathlib.Path(data_dir).resolve()))
     builder.download_and_prepare(

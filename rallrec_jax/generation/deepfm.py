@@ -228,7 +228,9 @@ def train_deepfm(
     y_va = _check_labels(valid_labels, len(x_va), "valid_labels")
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"empty split: {len(x_tr)} train rows, {len(x_va)} valid rows")
-    mesh = parallel.make_mesh() if mesh is None else mesh
+    # This process's devices: a multi-host run trains the small ID model once per process (the same seed and
+    # rows, so the same model everywhere), with no collectives and numpy batches as they are.
+    mesh = parallel.make_mesh(devices=jax.local_devices()) if mesh is None else mesh
     dp = parallel.data_parallel_size(mesh)
     if config.batch_size % dp:
         raise ValueError(f"batch_size {config.batch_size} must divide by the data-parallel size {dp}")
@@ -241,6 +243,7 @@ def train_deepfm(
     rest = jax.device_put(rest, replicated)
     opt_state = jax.device_put(tx.init(params), replicated)
     step = make_train_step(graphdef, tx, mesh)
+    rows2, rows1 = parallel.batch_sharding(mesh, 2), parallel.batch_sharding(mesh, 1)
     predict_fn = _predict_logits_fn(graphdef)
 
     rng = np.random.default_rng(config.seed)
@@ -257,8 +260,8 @@ def train_deepfm(
             w = np.zeros(bs, np.float32)
             w[: len(idx)] = 1.0
             idx = np.concatenate([idx, np.zeros(bs - len(idx), idx.dtype)])  # pad with row 0, weight 0
-            params, opt_state, loss = step(params, rest, opt_state, x_tr[idx], y_tr[idx], w,
-                                           jax.random.fold_in(base_key, step_no))
+            batch = jax.device_put((x_tr[idx], y_tr[idx], w), (rows2, rows1, rows1))  # [B, F], [B], [B]
+            params, opt_state, loss = step(params, rest, opt_state, *batch, jax.random.fold_in(base_key, step_no))
             step_no += 1
             losses += float(loss) * w.sum()
             weights_seen += w.sum()

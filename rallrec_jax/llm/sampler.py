@@ -296,8 +296,8 @@ class Sampler:
             jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
             eos_ids=self.eos_ids, pad_id=self.pad_id, greedy=greedy, top_k=int(top_k),
             use_top_p=(not greedy) and top_p < 1.0)
-        out = np.asarray(out)[: p * k].reshape(p, k, -1)
-        done = np.asarray(done)[: p * k].reshape(p, k)
+        out = parallel.fetch(out)[: p * k].reshape(p, k, -1)
+        done = parallel.fetch(done)[: p * k].reshape(p, k)
         result = []
         for i in range(p):
             rows = []

@@ -115,7 +115,7 @@ class Scorer:
             chunk = chunk + [chunk[0]] * (rows - n)  # fixed batch shape; dummy rows dropped below
             length = bucket_length(max(len(s) for s in chunk), self.min_bucket)
             tokens, mask = pad_batch(chunk, length, self.pad_id, side=self.padding_side)
-            outs.append(np.asarray(fn(self._put(tokens), self._put(mask)))[:n])
+            outs.append(parallel.fetch(fn(self._put(tokens), self._put(mask)))[:n])  # global: gathered
             if progress is not None:
                 progress(n)
         stacked = np.concatenate(outs, axis=0)
@@ -175,7 +175,7 @@ class Scorer:
                                  "non-empty")
         out: list[np.ndarray | None] = [None] * len(prefixes)
         for idx, counts, r_b, arrays in self._prefix_batches(prefixes, continuations):
-            logits = np.asarray(_prefix_last_logits(self.graphdef, self.state, *(self._put(a) for a in arrays)))
+            logits = parallel.fetch(_prefix_last_logits(self.graphdef, self.state, *(self._put(a) for a in arrays)))
             for j, (i, n) in enumerate(zip(idx, counts)):
                 out[i] = logits[j * r_b:j * r_b + n]
         return out

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from rallrec_jax import parallel
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.prompts.descriptions import chat_messages, description_prompt
 
@@ -45,9 +46,10 @@ def _read_cache(path: pathlib.Path) -> dict[str, str]:
             record = json.loads(line)
             done[str(record["item_id"])] = str(record["description"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            if number == len(lines):  # torn final line: recover by dropping it
-                with open(path, "r+b") as f:
-                    f.truncate(min(good_bytes, len(raw)))
+            if number == len(lines):  # torn final line: recover by dropping it (the writer's file)
+                if parallel.is_writer():
+                    with open(path, "r+b") as f:
+                        f.truncate(min(good_bytes, len(raw)))
                 break
             raise ValueError(f"{path}:{number}: corrupt description cache line ({exc}); delete the file to redo") \
                 from None
@@ -69,7 +71,9 @@ def describe_items(
     done = _read_cache(cache_path)
     items = list(range(data.num_items)) if items is None else list(items)
     todo = [i for i in items if str(data.item_ids[i]) not in done]
-    with open(cache_path, "a", encoding="utf-8") as out:
+    # A multi-host run generates on every process (one mesh) and appends from process 0 alone.
+    writer = parallel.is_writer()
+    with open(cache_path, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
             messages = [chat_messages(description_prompt(data.name, item_fields(data, i))) for i in batch]
@@ -81,7 +85,8 @@ def describe_items(
                 out.write(json.dumps({"item_id": str(data.item_ids[i]),
                                       "description": done[str(data.item_ids[i])]}) + "\n")
             out.flush()
-            os.fsync(out.fileno())
+            if writer:
+                os.fsync(out.fileno())
             if progress:
                 progress(len(items) - len(todo) + start + len(batch), len(items))
     return [done[str(data.item_ids[i])] for i in items]

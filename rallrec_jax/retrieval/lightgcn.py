@@ -199,14 +199,20 @@ def _embeddings_fn(graphdef):
     return embeddings
 
 
+def _write_json_atomic(path: str, obj) -> None:
+    if parallel.is_writer():  # a multi-host run's files are process 0's
+        artifacts.atomic_write_json(path, obj)
+
+
 def default_mesh() -> Mesh:
     """All devices on the data axes, except on CPU: one device there.
 
     Every device propagates the whole graph (only the BPR batch is split), so fake CPU devices sharing
-    the same cores would repeat that work once per device for no gain.
+    the same cores would repeat that work once per device for no gain. (In a multi-host CPU run each process
+    trains on its own first device: the same seeds, the same embeddings, no collectives.)
     """
     if jax.default_backend() == "cpu":
-        return parallel.make_mesh(devices=jax.devices()[:1])
+        return parallel.make_mesh(devices=jax.local_devices()[:1])
     return parallel.make_mesh()
 
 
@@ -252,19 +258,26 @@ class LightGCNTrainer:
         """One pass over the shuffled training pairs (0-based epoch seeds its shuffle and negatives)."""
         self.state, loss = self._epoch_fn(self.state, jax.random.fold_in(self._base_key, epoch), self.operator,
                                           self._train_u, self._train_i, self._positive_keys)
-        return float(loss)  # blocks until the epoch is done
+        return float(parallel.fetch(loss))  # blocks until the epoch is done
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """Layer-mean user [U, D] and item [I, D] embeddings; zero rows for nodes without a training interaction."""
         ue, ie = self._embeddings_fn(self.state, self.operator)
-        return zero_cold_rows(np.asarray(ue), self.user_seen), zero_cold_rows(np.asarray(ie), self.item_seen)
+        ue, ie = parallel.fetch(ue), parallel.fetch(ie)
+        return zero_cold_rows(ue, self.user_seen), zero_cold_rows(ie, self.item_seen)
 
     def evaluate(self, eval_pairs: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         ue, ie = self.embeddings()
         return topk_metrics(ue, ie, self.train_pairs, eval_pairs, self.config.eval_k, self.config.eval_batch_users)
 
     def pure_state(self) -> dict:
-        return nnx.to_pure_dict(self.state)
+        """The state as a pure dict for orbax; as numpy when the mesh is this process's alone in a multi-host
+        run (orbax checkpoints no process-local jax.Array; numpy leaves it writes once, from process 0)."""
+        pure = nnx.to_pure_dict(self.state)
+        mine = {d.process_index for d in self.replicated.mesh.devices.flat} == {jax.process_index()}
+        if jax.process_count() > 1 and mine:
+            return jax.tree.map(np.asarray, pure)
+        return pure
 
     def load_pure_state(self, restored: dict) -> None:
         nnx.replace_by_pure_dict(self.state, restored)
@@ -315,7 +328,7 @@ def train_lightgcn(users: np.ndarray, items: np.ndarray, num_users: int, num_ite
         logging.info("LightGCN %s", entry)
         if manager is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             checkpoint.save(manager, epoch + 1, trainer.pure_state())
-            artifacts.atomic_write_json(os.path.join(workdir, "metrics.json"), metrics)
+            _write_json_atomic(os.path.join(workdir, "metrics.json"), metrics)
     bar.close()
     if manager is not None:
         manager.wait_until_finished()

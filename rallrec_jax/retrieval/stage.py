@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rallrec_jax import artifacts, console, metrics
+from rallrec_jax import artifacts, console, metrics, parallel
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
 
@@ -37,6 +37,8 @@ def _as_dict(config) -> dict:
 
 
 def _save_npy(path: pathlib.Path, array: np.ndarray, fingerprint: str) -> None:
+    if not parallel.is_writer():  # a multi-host run's files are process 0's; the others hold the same array
+        return
     artifacts.atomic_save_npy(path, array)
     artifacts.atomic_write_json(path.with_suffix(".json"), {"fingerprint": fingerprint}, indent=None)
 
@@ -220,9 +222,10 @@ class RetrievalStage:
                                         similarity, rcfg)
         path.parent.mkdir(parents=True, exist_ok=True)
         counts = np.array([len(x[0]) for x in out], np.int32)
-        artifacts.atomic_save_npz(path, items=np.concatenate([x[0] for x in out]) if out else np.zeros(0, np.int32),
-                                  ratings=np.concatenate([x[1] for x in out]) if out else np.zeros(0, np.int32),
-                                  counts=counts)
+        if parallel.is_writer():
+            empty = np.zeros(0, np.int32)
+            artifacts.atomic_save_npz(path, items=np.concatenate([x[0] for x in out]) if out else empty,
+                                      ratings=np.concatenate([x[1] for x in out]) if out else empty, counts=counts)
         self.artifacts.add(path)
         return out
 
