@@ -358,9 +358,8 @@ def movielens_100k_files(root: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _read_ml100k_grouplens(root: pathlib.Path) -> RawDataset:
-    data_path = _require_file(root / "u.data", "MovieLens-100K ratings")
-    item_path = _require_file(root / "u.item", "MovieLens-100K movies")
-    user_path = _require_file(root / "u.user", "MovieLens-100K users")
+    data_path, item_path, user_path = (_require_file(root / name, f"MovieLens-100K {what}") for name, what in
+                                       (("u.data", "ratings"), ("u.item", "movies"), ("u.user", "users")))
     items = {}
     rows = [0, 0]
     for number, line in _text_lines(item_path, "latin-1-or-utf-8"):
@@ -400,9 +399,9 @@ def _atomic_table(path: pathlib.Path, required: Sequence[str]) -> Iterator[tuple
 
 
 def _read_ml100k_recbole(root: pathlib.Path) -> RawDataset:
-    inter_path = _require_file(root / "ml-100k.inter", "MovieLens-100K interactions (RecBole)")
-    item_path = _require_file(root / "ml-100k.item", "MovieLens-100K movies (RecBole)")
-    user_path = _require_file(root / "ml-100k.user", "MovieLens-100K users (RecBole)")
+    inter_path, item_path, user_path = (
+        _require_file(root / f"ml-100k.{suffix}", f"MovieLens-100K {what} (RecBole)")
+        for suffix, what in (("inter", "interactions"), ("item", "movies"), ("user", "users")))
     items = {}
     rows = [0, 0]
     for number, row in _atomic_table(item_path, ("item_id", "movie_title", "release_year", "class")):

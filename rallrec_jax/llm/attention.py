@@ -49,18 +49,26 @@ def _fold(q: jax.Array, rows: int) -> jax.Array:
     return q.reshape(rows, (b // rows) * t, h, hd)
 
 
-def _einsum_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """q [B, T, H, hd], k/v [B, S, KV, hd], mask [B, T or 1, S] -> (out [B, T, H, hd], lse [B, T, H] f32).
+def _grouped_scores(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """q [B, T, H, hd], k/v [B, S, KV, hd] -> (scores [B, KV, G*T, S] f32, v [B, KV, S, hd]).
 
     The G query heads sharing a KV head are stacked along the query axis ([B, KV, G*T, hd]) so each score
     product is one batched matmul per KV head (also the form XLA compiles fastest)."""
     b, t, h, hd = q.shape
-    s, kv = k.shape[1], k.shape[2]
-    g = h // kv
-    qg = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)  # [B, KV, G*T, hd]
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, h // kv * t, hd)  # [B, KV, G*T, hd]
     kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, S, hd]
     vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
     scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt, preferred_element_type=jnp.float32) * (hd ** -0.5)
+    return scores, vt
+
+
+def _einsum_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """q [B, T, H, hd], k/v [B, S, KV, hd], mask [B, T or 1, S] -> (out [B, T, H, hd], lse [B, T, H] f32)."""
+    b, t, h, hd = q.shape
+    s, kv = k.shape[1], k.shape[2]
+    g = h // kv
+    scores, vt = _grouped_scores(q, k, v)  # [B, KV, G*T, S], [B, KV, S, hd]
     if mask.shape[1] == 1:
         scores = jnp.where(mask[:, None], scores, _NEG)  # one mask row for every query
     else:
@@ -133,10 +141,7 @@ def _einsum_attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) ->
     b, l, h, hd = q.shape
     s, kv = k.shape[1], k.shape[2]
     g = h // kv
-    qg = q.reshape(b, l, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * l, hd)  # [B, KV, G*l, hd]
-    kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, s, hd]
-    vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
-    scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt, preferred_element_type=jnp.float32) * (hd ** -0.5)
+    scores, vt = _grouped_scores(q, k, v)  # [B, KV, G*l, s], [B, KV, s, hd]
     scores = scores.reshape(b, kv, g, l, s)
     scores = jnp.where(mask[:, None, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * l, s)

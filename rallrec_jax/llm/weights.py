@@ -45,17 +45,16 @@ HF_TO_PARAM: tuple[tuple[str, str, bool], ...] = (
 # HF buffers that some checkpoints carry and that hold no parameters.
 _IGNORED_HF = (r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq", r"model\.rotary_emb\.inv_freq")
 
+# GGUF block tensor -> HF module under model.layers.<i>; the attention projections may carry biases (Qwen2).
+_GGUF_BLOCK_BIASED = (("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"),
+                      ("attn_v", "self_attn.v_proj"), ("attn_output", "self_attn.o_proj"))
+_GGUF_BLOCK = (("ffn_gate", "mlp.gate_proj"), ("ffn_up", "mlp.up_proj"), ("ffn_down", "mlp.down_proj"),
+               ("attn_norm", "input_layernorm"), ("ffn_norm", "post_attention_layernorm"))
+
 GGUF_TO_HF: tuple[tuple[str, str], ...] = (
     (r"token_embd\.weight", r"model.embed_tokens.weight"),
-    (r"blk\.(\d+)\.attn_q\.(weight|bias)", r"model.layers.\1.self_attn.q_proj.\2"),
-    (r"blk\.(\d+)\.attn_k\.(weight|bias)", r"model.layers.\1.self_attn.k_proj.\2"),
-    (r"blk\.(\d+)\.attn_v\.(weight|bias)", r"model.layers.\1.self_attn.v_proj.\2"),
-    (r"blk\.(\d+)\.attn_output\.(weight|bias)", r"model.layers.\1.self_attn.o_proj.\2"),
-    (r"blk\.(\d+)\.ffn_gate\.weight", r"model.layers.\1.mlp.gate_proj.weight"),
-    (r"blk\.(\d+)\.ffn_up\.weight", r"model.layers.\1.mlp.up_proj.weight"),
-    (r"blk\.(\d+)\.ffn_down\.weight", r"model.layers.\1.mlp.down_proj.weight"),
-    (r"blk\.(\d+)\.attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
-    (r"blk\.(\d+)\.ffn_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+    *((rf"blk\.(\d+)\.{g}\.(weight|bias)", rf"model.layers.\1.{h}.\2") for g, h in _GGUF_BLOCK_BIASED),
+    *((rf"blk\.(\d+)\.{g}\.weight", rf"model.layers.\1.{h}.weight") for g, h in _GGUF_BLOCK),
     (r"output_norm\.weight", r"model.norm.weight"),
     (r"output\.weight", r"lm_head.weight"),
 )
