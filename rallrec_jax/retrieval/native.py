@@ -21,13 +21,12 @@ import pathlib
 import platform
 import shutil
 import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rallrec_jax import assets
+from rallrec_jax import artifacts, assets
 
 TARGET = "rallrec_csr_spmm"
 SOURCE = pathlib.Path(__file__).with_name("csrc") / "csr_spmm.cc"
@@ -57,18 +56,11 @@ def _library_path(compiler: str) -> pathlib.Path:
 
 
 def _build(path: pathlib.Path, compiler: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = [compiler, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp, "-lpthread"]
-    try:
+    with artifacts.atomic_path(path, suffix=".so") as tmp:  # another process sees no library or a whole one
+        cmd = [compiler, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp), "-lpthread"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if out.returncode:
             raise NativeUnavailable(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
-        os.replace(tmp, path)  # atomic: another process sees no library or a whole one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @functools.cache
