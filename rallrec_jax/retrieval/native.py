@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import pathlib
@@ -50,8 +49,8 @@ def _cpu_signature() -> str:
 def _library_path(compiler: str) -> pathlib.Path:
     import jaxlib
 
-    key = hashlib.sha256("\n".join([SOURCE.read_text(encoding="utf-8"), compiler, " ".join(CXX_FLAGS),
-                                    jaxlib.__version__, _cpu_signature()]).encode()).hexdigest()[:16]
+    key = artifacts.digest(["\n".join([SOURCE.read_text(encoding="utf-8"), compiler, " ".join(CXX_FLAGS),
+                                        jaxlib.__version__, _cpu_signature()]).encode()])
     return assets.cache_dir() / "native" / key / "librallrec_csr_spmm.so"
 
 
