@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -157,6 +158,42 @@ def atomic_save_npy(path: PathLike, array: np.ndarray) -> pathlib.Path:
 
 def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> pathlib.Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+@contextlib.contextmanager
+def staging_dir(final: PathLike) -> Iterator[pathlib.Path]:
+    """A temporary folder beside `final` to build a whole folder in, removed (with whatever is left in it)
+    when the block ends; inside the block, publish_dir moves the finished folder onto `final`."""
+    final = pathlib.Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_dir(done: PathLike, final: PathLike, replace: bool = False) -> pathlib.Path:
+    """Renames the finished folder `done` onto `final`, so readers see the old folder or the new one whole.
+
+    replace=False (caches of downloads): a folder another process finished first is kept and `done` dropped.
+    replace=True (a stage's output): an existing folder is renamed aside, the new one renamed in, the old
+    one deleted."""
+    done, final = pathlib.Path(done), pathlib.Path(final)
+    if replace and final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(done, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    try:
+        os.replace(done, final)
+    except OSError:  # another process finished first: keep theirs.
+        shutil.rmtree(done, ignore_errors=True)
+        if not final.exists():
+            raise
+    return final
 
 
 # ----------------------------------------------------------------------------- finished artifacts

