@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from jax.sharding import Mesh
 
+from rallrec_jax.data import histories
 from rallrec_jax.data.ctr import SAMPLE_KEYS, SPLITS, CTRData
 from rallrec_jax.generation import examples as ex_lib
-from rallrec_jax.generation import histories
 from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib

@@ -8,15 +8,17 @@ renamed), so a killed run leaves either the old version or the new one, never ha
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
 import pathlib
+import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,9 +47,18 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def digest(chunks: Iterable[bytes]) -> str:
+    """16 hex digits of sha256 over `chunks` in order (the same as over their concatenation): the identity of
+    content that is bytes, not settings (arrays, token ids, a source file and its build flags)."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def array_fingerprint(array: np.ndarray) -> str:
     """The content of an array: 16 hex digits of sha256 over its bytes, then its shape."""
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16] + str(array.shape)
+    return digest([np.ascontiguousarray(array).tobytes()]) + str(array.shape)
 
 
 def file_digest(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -103,24 +114,31 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 # ----------------------------------------------------------------------------- atomic writes
-def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> pathlib.Path:
-    """Runs write(f) on a temporary file beside `path`, fsyncs it and renames it onto `path`.
+@contextlib.contextmanager
+def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[pathlib.Path]:
+    """A temporary file name beside `path`, renamed onto `path` when the block ends and removed on any error.
 
-    The temporary name is unique, so two writers never share one; on any error it is removed."""
+    For writers that take a file name rather than a file object (matplotlib, safetensors, a compiler's -o).
+    The temporary name is unique, so two writers never share one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield pathlib.Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
-    return path
+
+
+def atomic_write(path: PathLike, write: Callable[[io.BufferedWriter], None]) -> pathlib.Path:
+    """Runs write(f) on a temporary file beside `path`, fsyncs it and renames it onto `path` (atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return pathlib.Path(path)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> pathlib.Path:
@@ -141,6 +159,42 @@ def atomic_save_npy(path: PathLike, array: np.ndarray) -> pathlib.Path:
 
 def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> pathlib.Path:
     return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+@contextlib.contextmanager
+def staging_dir(final: PathLike) -> Iterator[pathlib.Path]:
+    """A temporary folder beside `final` to build a whole folder in, removed (with whatever is left in it)
+    when the block ends; inside the block, publish_dir moves the finished folder onto `final`."""
+    final = pathlib.Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_dir(done: PathLike, final: PathLike, replace: bool = False) -> pathlib.Path:
+    """Renames the finished folder `done` onto `final`, so readers see the old folder or the new one whole.
+
+    replace=False (caches of downloads): a folder another process finished first is kept and `done` dropped.
+    replace=True (a stage's output): an existing folder is renamed aside, the new one renamed in, the old
+    one deleted."""
+    done, final = pathlib.Path(done), pathlib.Path(final)
+    if replace and final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(done, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    try:
+        os.replace(done, final)
+    except OSError:  # another process finished first: keep theirs.
+        shutil.rmtree(done, ignore_errors=True)
+        if not final.exists():
+            raise
+    return final
 
 
 # ----------------------------------------------------------------------------- finished artifacts

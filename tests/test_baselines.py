@@ -8,8 +8,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import configs.test
-from rallrec_jax.data import prepare
-from rallrec_jax.generation import baselines, histories
+from rallrec_jax.data import histories, prepare
+from rallrec_jax.generation import baselines
 
 
 @pytest.fixture(scope="module")

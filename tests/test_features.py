@@ -55,7 +55,7 @@ def test_deepfm_on_real_fields_learns_a_planted_signal_on_held_out_rows(tmp_path
 
 
 def test_recent_rating_field_buckets_the_ratings_the_prompt_shows(tmp_path):
-    from rallrec_jax.generation import histories
+    from rallrec_jax.data import histories
 
     config = test_config.get_config().data
     config.build_tfds = False

@@ -2,9 +2,8 @@
 import numpy as np
 import pytest
 
-from rallrec_jax.data import readers, recipes
+from rallrec_jax.data import histories, readers, recipes
 from rallrec_jax.generation import prompts
-from rallrec_jax.generation import histories
 from rallrec_jax.prompts import ctr as ctr_prompts
 
 

@@ -12,8 +12,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -138,25 +136,13 @@ class CTRData:
     # ---- persistence (atomic: a folder is written whole, then renamed into place) -----------------
     def save(self, directory: str | os.PathLike) -> pathlib.Path:
         directory = pathlib.Path(directory).resolve()
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with artifacts.staging_dir(directory) as tmp:
             artifacts.atomic_save_npz(tmp / "ctr.npz", **self._arrays())
             meta = {"name": self.name, "has_timestamps": self.has_timestamps, "options": self.options,
                     "filter_log": self.filter_log, "skipped": self.skipped, "accounting": self.accounting,
                     "fingerprint": self.fingerprint(), "statistics": self.statistics()}
             artifacts.atomic_write_json(tmp / "meta.json", meta)
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return directory
+            return artifacts.publish_dir(tmp, directory, replace=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> CTRData:

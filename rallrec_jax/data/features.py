@@ -30,7 +30,7 @@ class FieldTable:
 
 
 def recent_mean_rating(data: CTRData, split: str, rows, k: int, fallback: float) -> np.ndarray:
-    """[n] mean rating of each row's K most recent history items (histories.recent_history's items);
+    """[n] mean rating of each row's K most recent history items (data/histories.recent_history's items);
     `fallback` for a row without history. Vectorised over the users' rating sequences."""
     if k < 1:
         raise ValueError(f"k_history={k} must be >= 1")

@@ -23,7 +23,6 @@ run extends without changing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -67,8 +66,7 @@ class EvalSample:
     def fingerprint(self) -> str:
         """Identity of the rows (split and ids, in order): two table rows with equal fingerprints were scored
         on exactly the same rows."""
-        blob = self.split.encode() + np.ascontiguousarray(self.rows, np.int64).tobytes()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return artifacts.digest([self.split.encode(), np.ascontiguousarray(self.rows, np.int64).tobytes()])
 
     def describe(self) -> str:
         """One line for a table header: how many rows and users, of what, drawn how."""

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from rallrec_jax.data import histories
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.generation import prompts
-from rallrec_jax.generation import histories
 from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import tokenizer as tok_lib
 

@@ -1,9 +1,10 @@
 """CTR prompts assembled for one prepared data set, and the official draw of instruction-tuning rows.
 
 A prompt is built from a sample's profile, its target, and an *ordered* history: the list of
-(item, rating, position) that retrieval chose (generation/histories.py), in the order it is to be shown,
-through the official template (prompts/ctr.py). `position` is the item's place in the user's chronological
-history, so that a prompt that does not fit the model's context can drop the *oldest* items first.
+(item, rating, position) that retrieval chose (entries: data/histories.py; retrieved orders:
+generation/histories.py), in the order it is to be shown, through the official template (prompts/ctr.py).
+`position` is the item's place in the user's chronological history, so that a prompt that does not fit the
+model's context can drop the *oldest* items first.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from rallrec_jax.data.ctr import CTRData
-from rallrec_jax.generation.histories import HistoryEntry
+from rallrec_jax.data.histories import HistoryEntry
 from rallrec_jax.prompts.ctr import ORDERS, history_list, template_for
 
 @dataclasses.dataclass

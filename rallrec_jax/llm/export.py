@@ -16,7 +16,6 @@ import os
 import pathlib
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 
 import jax
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rallrec_jax import artifacts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.weights import hf_to_param
@@ -51,17 +51,9 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray])
     """Writes a safetensors file atomically (beside, then renamed), with transformers' {"format": "pt"}."""
     from safetensors.numpy import save_file
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    with artifacts.atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    return pathlib.Path(path)
 
 
 def hf_name(path: str, layer: int | None) -> str:
@@ -153,8 +145,6 @@ def export_merged(model: nnx.Module, folder: str | os.PathLike, *, tokenizer=Non
     `tokenizer`: an HF folder, .gguf file or hub name whose tokenizer files to write, or a tokenizer object;
     default: the model's own source (`config.name_or_path`). `dtype`: the weights' dtype ("float32",
     "bfloat16", "float16"; default the parameters'). Returns the folder."""
-    from rallrec_jax import artifacts
-
     cfg: LlmConfig = model.config
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r} not in {sorted(_DTYPES)}")

@@ -1,6 +1,7 @@
 """The CTR prompt templates, verbatim from the official ones (paper-spec 3.1), for every data set and history
-order: the text only. Which history items a prompt shows is chosen in generation/histories.py, and the
-prompt is assembled (and fitted to the context) by generation/prompts.py's PromptBuilder.
+order: the text only. Which history items a prompt shows is chosen in data/histories.py (the `simple`
+order) and generation/histories.py (retrieved orders), and the prompt is assembled (and fitted to the
+context) by generation/prompts.py's PromptBuilder.
 """
 from __future__ import annotations
 

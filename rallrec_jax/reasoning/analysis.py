@@ -23,13 +23,12 @@ JSON beside it (`x.png` -> `x.json`), each atomically (temporary file, then `os.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from rallrec_jax import artifacts
 from rallrec_jax.reasoning import merge as cm
 
 # ----------------------------------------------------------------------------- checks
@@ -194,21 +193,6 @@ def latency_comparison(per_dataset: Mapping[str, tuple[Sequence[float], Sequence
 # ----------------------------------------------------------------------------- figures
 
 
-def _atomic_write(path: str, write) -> None:
-    """Runs write(tmp_path) on a temporary file in path's folder, then renames it onto path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _draw(numbers: Mapping[str, Any], fig) -> None:
     kind = numbers.get("figure")
     ax = fig.add_subplot(1, 1, 1)
@@ -275,11 +259,7 @@ def save_figure(numbers: Mapping[str, Any], path_png: str,
     fig.tight_layout()
     path_png = str(path_png)
     path_json = path_png[: -len(".png")] + ".json"
-    _atomic_write(path_png, lambda tmp: fig.savefig(tmp, format="png"))
-
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic_write(path_json, write_json)
+    with artifacts.atomic_path(path_png) as tmp:
+        fig.savefig(tmp, format="png")
+    artifacts.atomic_write_text(path_json, text)
     return path_png, path_json

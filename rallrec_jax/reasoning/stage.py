@@ -48,14 +48,9 @@ MODES = ("plain", "hint")
 SCORES = ("softmax", "double_softmax", "text")
 
 
-_fingerprint = artifacts.fingerprint
-
-
 def _root(workdir) -> pathlib.Path:
     return checkpoint.absolute(workdir) / "reasoning"
 
-
-_atomic_text = artifacts.atomic_write_text
 
 
 def reasoning_rows(config, data) -> list[int]:
@@ -99,9 +94,9 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
     meta_path, npy_path = root / "general.json", root / "general.npy"
     if meta_path.is_file() and npy_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == _fingerprint({**settings, "rows": meta["settings"]["rows"]}) and \
+        if meta.get("fingerprint") == artifacts.fingerprint({**settings, "rows": meta["settings"]["rows"]}) and \
                 meta.get("row_ids", [])[:n] == rows:  # the same settings, at least these rows: take the first n
-            return {**meta, "key": _fingerprint({**settings, "rows": None}), "row_ids": rows,
+            return {**meta, "key": artifacts.fingerprint({**settings, "rows": None}), "row_ids": rows,
                     "probabilities": np.load(npy_path)[:n], "labels": np.asarray(meta["labels"][:n], np.int64)}
         logging.info("reasoning: general predictions out of date; recomputing")
     if model is None or tokenizer is None:
@@ -110,16 +105,16 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
     res = eval_lib.evaluate(config, workdir, rows=rows, histories=histories, data=data, model=model,
                             tokenizer=tokenizer, mesh=mesh, tag="reasoning_general")
     seconds = time.perf_counter() - start
-    meta = {"fingerprint": _fingerprint(settings), "settings": settings, "metrics": res["metrics"],
+    meta = {"fingerprint": artifacts.fingerprint(settings), "settings": settings, "metrics": res["metrics"],
             "seconds": seconds, "seconds_per_sample": seconds / n, "adapters_used": res["adapters"],
             "labels": res["labels"].tolist(), "row_ids": rows,
             "source": "generation.evaluate.evaluate (tag reasoning_general)"}
     if jax.process_index() == 0:
         root.mkdir(parents=True, exist_ok=True)
         artifacts.atomic_save_npy(npy_path, res["probabilities"])
-        _atomic_text(meta_path, json.dumps(meta, indent=1))
-    return {**meta, "key": _fingerprint({**settings, "rows": None}), "probabilities": np.asarray(res["probabilities"]),
-            "labels": res["labels"]}
+        artifacts.atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    return {**meta, "key": artifacts.fingerprint({**settings, "rows": None}),
+            "probabilities": np.asarray(res["probabilities"]), "labels": res["labels"]}
 
 
 # ------------------------------------------------------------------------------------------- traces
@@ -196,11 +191,11 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
     folder = _root(workdir) / mode
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, path = folder / "meta.json", folder / "traces.jsonl"
-    fp = _fingerprint(settings)
+    fp = artifacts.fingerprint(settings)
     if meta_path.is_file() and json.loads(meta_path.read_text()).get("fingerprint") != fp:
         raise ValueError(f"{path} was made with other settings than reasoning/{mode} now has; delete {folder} "
                          "or use another workdir")
-    _atomic_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
+    artifacts.atomic_write_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
     done = read_records(path, repair=True)
     labels = data.samples[config.evaluate.split]["label"]
     p_g = None
@@ -415,8 +410,8 @@ def merge_results(config, workdir) -> dict:
               "figures": saved, "general_settings": gmeta["settings"],
               "latency": figures.get("latency")}
     if jax.process_index() == 0:
-        _atomic_text(root / "results.json", json.dumps(result, indent=1, default=str))
-        _atomic_text(root / "results.md", results_table(rows))
+        artifacts.atomic_write_text(root / "results.json", json.dumps(result, indent=1, default=str))
+        artifacts.atomic_write_text(root / "results.md", results_table(rows))
     return result
 
 

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import pathlib
 import platform
 import shutil
 import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rallrec_jax import assets
+from rallrec_jax import artifacts, assets
 
 TARGET = "rallrec_csr_spmm"
 SOURCE = pathlib.Path(__file__).with_name("csrc") / "csr_spmm.cc"
@@ -51,24 +49,17 @@ def _cpu_signature() -> str:
 def _library_path(compiler: str) -> pathlib.Path:
     import jaxlib
 
-    key = hashlib.sha256("\n".join([SOURCE.read_text(encoding="utf-8"), compiler, " ".join(CXX_FLAGS),
-                                    jaxlib.__version__, _cpu_signature()]).encode()).hexdigest()[:16]
+    key = artifacts.digest(["\n".join([SOURCE.read_text(encoding="utf-8"), compiler, " ".join(CXX_FLAGS),
+                                        jaxlib.__version__, _cpu_signature()]).encode()])
     return assets.cache_dir() / "native" / key / "librallrec_csr_spmm.so"
 
 
 def _build(path: pathlib.Path, compiler: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    cmd = [compiler, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp, "-lpthread"]
-    try:
+    with artifacts.atomic_path(path, suffix=".so") as tmp:  # another process sees no library or a whole one
+        cmd = [compiler, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp), "-lpthread"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if out.returncode:
             raise NativeUnavailable(f"building {SOURCE.name} failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
-        os.replace(tmp, path)  # atomic: another process sees no library or a whole one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @functools.cache

@@ -28,10 +28,6 @@ from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, te
 OFFICIAL_GRAPH = {"movielens": (10, True), "amazon": (5, False), "bookcrossing": (5, False)}
 
 
-_fingerprint = artifacts.fingerprint
-_array_fingerprint = artifacts.array_fingerprint
-
-
 def _as_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
@@ -95,10 +91,10 @@ class RetrievalStage:
     # ---- item texts ---------------------------------------------------------------------------
     def descriptions(self) -> list[str]:
         c = self.config
-        fp = _fingerprint({**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity,
-                           "tokens": c["description_max_new_tokens"],
-                           "t": c["description_temperature"], "p": c["description_top_p"],
-                           "seed": c["description_seed"]})
+        fp = artifacts.fingerprint({**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity,
+                                    "tokens": c["description_max_new_tokens"],
+                                    "t": c["description_temperature"], "p": c["description_top_p"],
+                                    "seed": c["description_seed"]})
         path = self.root / f"descriptions_{fp}.jsonl"
         gen = text_embed.generate_fn(self.tools, c["description_max_new_tokens"], c["description_temperature"],
                                      c["description_top_p"], c["description_seed"])
@@ -122,13 +118,14 @@ class RetrievalStage:
         """e_text: [e_title || e_desc] (paper) or e_desc (official); title alone without descriptions."""
         c = self.config
         fp_model = {**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity}
-        title = self._cached(self.root / "e_title.npy", _fingerprint(fp_model),
+        title = self._cached(self.root / "e_title.npy", artifacts.fingerprint(fp_model),
                              lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data),
                                                             desc="title embeddings"))
         if not c["use_descriptions"]:
             return title
         texts = self.descriptions()
-        desc = self._cached(self.root / "e_desc.npy", _fingerprint({**fp_model, "texts": _fingerprint(texts)}),
+        fp_desc = artifacts.fingerprint({**fp_model, "texts": artifacts.fingerprint(texts)})
+        desc = self._cached(self.root / "e_desc.npy", fp_desc,
                             lambda: text_embed.embed_texts(self.tools, texts, desc="description embeddings"))
         return descriptions.text_embeddings(title, desc, c["text_mode"])
 
@@ -146,7 +143,7 @@ class RetrievalStage:
     def lightgcn_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(user_emb [U, d], item_emb [I, d]) of LightGCN trained on the configured graph (resumable)."""
         c = self.config
-        fp = _fingerprint({**self.base, "graph": c["graph"], "lightgcn": _as_dict(c["lightgcn"])})
+        fp = artifacts.fingerprint({**self.base, "graph": c["graph"], "lightgcn": _as_dict(c["lightgcn"])})
         folder = self.root / f"lightgcn_{fp}"
         trained: dict[str, np.ndarray] = {}
 
@@ -171,8 +168,8 @@ class RetrievalStage:
 
     def ssl_embeddings(self, text: np.ndarray, colla: np.ndarray) -> np.ndarray:
         c = self.config
-        fp = _fingerprint({"text": _array_fingerprint(text), "colla": _array_fingerprint(colla),
-                           "ssl": _as_dict(c["ssl"])})
+        fp = artifacts.fingerprint({"text": artifacts.array_fingerprint(text),
+                                    "colla": artifacts.array_fingerprint(colla), "ssl": _as_dict(c["ssl"])})
         return self._cached(self.root / "e_ssl.npy", fp,
                             lambda: ssl.train_ssl(text, colla, _as_dict(c["ssl"]), mesh=self.mesh).ssl_emb)
 
@@ -202,10 +199,11 @@ class RetrievalStage:
         indices = [int(i) for i in indices]
         rcfg = retrieve.RetrievalConfig(k_history=c["k_history"], order=order, gamma=c["gamma"], beta=c["beta"],
                                         official_variant=_official_variant(self.data.name))
-        fp = _fingerprint({**self.base, "retrieval": {k: v for k, v in c.items() if k not in ("lightgcn", "ssl")},
-                           "lightgcn": _as_dict(c["lightgcn"]), "ssl": _as_dict(c["ssl"]), "order": order,
-                           "llm_files": self.llm_identity if order != "simple" else None,
-                           "kind": kind, "indices": _fingerprint(indices)})
+        fp = artifacts.fingerprint({**self.base,
+                                    "retrieval": {k: v for k, v in c.items() if k not in ("lightgcn", "ssl")},
+                                    "lightgcn": _as_dict(c["lightgcn"]), "ssl": _as_dict(c["ssl"]), "order": order,
+                                    "llm_files": self.llm_identity if order != "simple" else None,
+                                    "kind": kind, "indices": artifacts.fingerprint(indices)})
         path = self.root / "retrieved" / f"{split}_{kind}_{order}_{len(indices)}_{fp}.npz"
         if path.is_file():
             try:
