@@ -68,7 +68,7 @@ def test_a_built_copy_loads_by_name_in_a_fresh_process(tmp_path):
     (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
     (folder / "ratings.dat").write_text("".join(f"{u}::{m}::{1 + (u + m) % 5}::{1000 * u + m}\n"
                                                 for u in (1, 2) for m in range(1, 9)))
-    data = ctr.preprocess_temporal(readers.read_movielens_1m(folder), min_history=2)
+    data = recipes.preprocess_temporal(readers.read_movielens_1m(folder), min_history=2)
     prepared = data.save(tmp_path / "prep")
     builder = tfds_builders.build(prepared, tmp_path / "tfds", max_history=3)
     name = tfds_builders.dataset_name(prepared, max_history=3)
