@@ -378,12 +378,8 @@ class Pipeline:
         load = report.npz_or_npy_loader(self.workdir)
         columns = {}
         for tag, entry in evaluated.items():
-            ids, probs = load({"file": entry["probabilities"], "key": ""})
-            if not np.array_equal(ids, sample.rows[:len(ids)]):
-                raise ValueError(f"{self.workdir / entry['probabilities']}: table row {entry['row']['name']!r} was "
-                                 "scored on other rows than a prefix of the evaluation sample; rerun the evaluate "
-                                 "stage")
-            columns[tag] = probs
+            row = {"model": entry["row"]["name"], "source": {"file": entry["probabilities"], "key": ""}}
+            _, columns[tag] = report.scored_probabilities(row, sample, load)  # an error unless a sample prefix
         predictions_lib.write_predictions(self.predictions_path(), self.data, sample.split, sample.rows, columns)
 
     def reasoning_dir(self) -> pathlib.Path:

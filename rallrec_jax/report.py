@@ -112,7 +112,7 @@ def _signed(x: float) -> str:
     return f"{x:+.4f}"
 
 
-def _scored(row: dict, sample: EvalSample, load: Loader) -> tuple[EvalSample, np.ndarray]:
+def scored_probabilities(row: dict, sample: EvalSample, load: Loader) -> tuple[EvalSample, np.ndarray]:
     """The row's probabilities and the (prefix of the) sample they were scored on; an error if other rows."""
     if not row["source"].get("file"):
         raise ValueError(f"table row {row['model']!r} has no saved probabilities; rerun its stage")
@@ -180,7 +180,7 @@ def results_table(results: Mapping, config, sample: EvalSample | None = None, lo
         for row in rows:
             key = (row["source"].get("file"), row["source"].get("key"))
             if key not in cache:
-                part, probs = _scored(row, sample, load)
+                part, probs = scored_probabilities(row, sample, load)
                 cache[key] = (part, probs, _with_intervals(row, part, probs, boot))
             part, probs, done = cache[key]
             scored.append({**done, "table": row["table"], "group": row["group"], "model": row["model"]})
