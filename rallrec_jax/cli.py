@@ -15,7 +15,6 @@ Then process 0 holds the workdir's lock and writes the files; the others compute
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -57,12 +56,6 @@ class _Common:
         console.setup(workdir, name, log_to_console=self.log_to_console.value, progress=self.progress.value)
         return workdir
 
-    @staticmethod
-    def lock(workdir: str):
-        """The workdir's lock (one run per workdir), held by process 0 of a multi-host run."""
-        import jax
-
-        return locking.workdir_lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
 
 
 class _Distributed:
@@ -114,7 +107,7 @@ def stage_main(name: str, fn: Callable[[Any, str], None], argv: Sequence[str] | 
     def main(argv):
         del argv
         workdir = common.start(name)
-        with common.lock(workdir):  # one run per workdir
+        with locking.writer_lock(workdir):  # one run per workdir
             fn(common.config.value, workdir)
 
     _run(main, argv)
@@ -148,7 +141,7 @@ def prepare_data(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.data import ctr, prepare
 
         workdir = common.start("prepare_data")
-        with common.lock(workdir):
+        with locking.writer_lock(workdir):
             data = prepare.prepare_data(common.config.value.data, workdir, force=force.value)
         print(ctr.format_statistics(data.statistics()))
         print(f"prepared: {prepare.prepared_dir(common.config.value.data, workdir)}")
@@ -204,7 +197,7 @@ def evaluate(argv: Sequence[str] | None = None) -> None:
         from rallrec_jax.generation import evaluate as evaluate_lib
 
         workdir = common.start("evaluate")
-        with common.lock(workdir):
+        with locking.writer_lock(workdir):
             result = evaluate_lib.evaluate(common.config.value, workdir, adapters.value, num_rows=rows.value)
         print_json({k: v for k, v in result.items() if k not in ("probabilities", "labels")})
 

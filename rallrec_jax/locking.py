@@ -96,3 +96,11 @@ def workdir_lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
             os.ftruncate(fd, 0)  # a finished run leaves no holder behind
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def writer_lock(workdir: str | os.PathLike) -> contextlib.AbstractContextManager:
+    """The workdir's lock as a multi-host run takes it: held by the process that writes the run's files
+    (process 0, or the only one); the other processes write nothing of their own and take no lock."""
+    from rallrec_jax import parallel
+
+    return workdir_lock(workdir) if parallel.is_writer() else contextlib.nullcontext()

@@ -19,7 +19,6 @@ traces from the last finished sample. So a killed run, started again, continues 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -412,11 +411,7 @@ class Pipeline:
         if unknown:
             raise ValueError(f"unknown pipeline stages {unknown}; known: {STAGES}")
         settings.check_config(self.config)
-        import jax
-
-        # Process 0 holds it for a multi-host run (the other processes write nothing of their own).
-        lock = locking.workdir_lock(self.workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-        with lock:
+        with locking.writer_lock(self.workdir):
             self._fingerprints = None  # what the files are now that this run owns the workdir
             steps = {"data": self.stage_data, "retrieval": self.stage_retrieval, "deepfm": self.stage_deepfm,
                      "finetune": self.stage_finetune, "evaluate": self.stage_evaluate,
