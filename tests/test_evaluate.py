@@ -1,6 +1,8 @@
 """P(Yes) over a split: equal to a per-prompt forward of the model (plain and double softmax), metrics equal
 to sklearn, tuned adapters loaded (merged) equal to the unmerged LoRA model; bad orders and folders rejected.
 Tiny random decoder with the SmolLM2 vocabulary; real Amazon-magazine data (configs/test.py)."""
+import csv
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +75,17 @@ def test_zero_shot_probabilities_and_metrics(tmp_path, tokenizer, data):
     assert abs(m["acc"] - skm.accuracy_score(labels, p > 0.5)) < 1e-12
     assert (tmp_path / "evaluate" / "test_simple_zeroshot.json").is_file()
     np.testing.assert_array_equal(np.load(tmp_path / "evaluate" / "test_simple_zeroshot.npy"), result["probabilities"])
+    # The per-row CSV beside the .npy (what the standalone binary leaves for a person): the split's rows, the data
+    # set's own ids and labels as the samples file holds them, and P read back to the same float.
+    with open(tmp_path / "evaluate" / "test_simple_zeroshot.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == ["row_id", "user_id", "item_id", "label", "test_simple_zeroshot"]
+    test = data.samples["test"]
+    assert [int(r["row_id"]) for r in table] == list(range(ROWS))
+    assert [r["user_id"] for r in table] == [str(data.user_ids[u]) for u in test["user"][:ROWS]]
+    assert [r["item_id"] for r in table] == [str(data.item_ids[i]) for i in test["item"][:ROWS]]
+    assert [int(r["label"]) for r in table] == labels.tolist()
+    np.testing.assert_array_equal([float(r["test_simple_zeroshot"]) for r in table], result["probabilities"])
 
     config.evaluate.double_softmax = True
     double = ev.evaluate(config, tmp_path, "", data=data, model=create_model(WIDE, seed=0), tokenizer=tokenizer,

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from rallrec_jax import artifacts, checkpoint, console, metrics
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation import predictions
 from rallrec_jax.generation.inputs import lora_config, other_runs, run_dir, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -81,6 +82,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
     the config's evaluation sample of the split (`config.eval_size` rows drawn as `config.eval_sample`,
     data/sampling.py: the rows every table row of the pipeline is scored on).
 
+    Beside them, `<tag>.csv` holds the same rows for a person to read: row_id, user_id, item_id, label and the
+    P column named by the tag (generation/predictions.py; the pipeline's `predictions.csv` joins every row's).
+
     `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
     (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
     e = config.evaluate
@@ -122,6 +126,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
     if jax.process_index() == 0:
         out = checkpoint.absolute(workdir) / "evaluate"
         artifacts.atomic_save_npy(out / f"{tag}.npy", probs)
+        predictions.write_predictions(out / f"{tag}.csv", data, split, np.asarray(row_ids), {tag: probs})
         artifacts.atomic_write_json(out / f"{tag}.json", result)
     logging.info("evaluate %s: %s", tag, result["metrics"])
     return {**result, "probabilities": probs, "labels": labels}
