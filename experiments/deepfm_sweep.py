@@ -16,7 +16,9 @@ A run is comma-separated key=value pairs: DeepFMConfig fields (learning_rate=3e-
 weight_decay=1e-4, embed_dim=32, batch_size=256, patience=3, hidden=(64,64), early_stop_metric='logloss', ...)
 over config.deepfm, and `fields=`, a '+'-joined list of extra fields: `recent` (mean of the K ratings the prompt
 shows, K = evaluate.k_history, the pipeline's "DeepFM + recent ratings" row), `item_mean` (the item's smoothed
-training mean rating, leave-one-out on training rows, as the LR reads it), or `no_user` (drop the user id).
+training mean rating, leave-one-out on training rows, as the LR reads it), or `no_user` (drop the user id); and
+`cold_train=0.1`: the training rows of that share of the training users get the unseen user id 0 (so the id every
+cold test user gets is trained).
 """
 import ast
 import dataclasses
@@ -37,15 +39,17 @@ from rallrec_jax.generation import baselines, deepfm  # noqa: E402
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py", "configs/*.py file", lock_config=False)
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/deepfm_sweep", "where the prepared data is kept")
 _RUNS = flags.DEFINE_multi_string("runs", [""], "one DeepFM run per entry (module docstring); '' = the config's")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "train each run with seeds 0..N-1 and average the probabilities' AUCs")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "train each run with seeds seed..seed+N-1: each seed's AUC is printed, the "
+                              "row's metrics are those of the seeds' mean probability (an ensemble when N > 1)")
 
 TWO_MEANS = "History + item means (LR)"
 EXTRA_FIELDS = ("recent", "item_mean", "no_user")
 
 
-def parse_run(spec: str) -> tuple[dict, list[str]]:
-    """'learning_rate=3e-3,fields=recent+item_mean' -> ({DeepFMConfig overrides}, [extra fields])."""
-    overrides, extra = {}, []
+def parse_run(spec: str) -> tuple[dict, list[str], float]:
+    """'learning_rate=3e-3,fields=recent+item_mean,cold_train=0.1' -> ({DeepFMConfig overrides}, [extra fields],
+    the share of training users whose training rows get the unseen user id 0)."""
+    overrides, extra, cold_train = {}, [], 0.0
     known = {f.name for f in dataclasses.fields(deepfm.DeepFMConfig)}
     for part in filter(None, (p.strip() for p in spec.split(";" if ";" in spec else ","))):
         key, _, value = part.partition("=")
@@ -54,11 +58,27 @@ def parse_run(spec: str) -> tuple[dict, list[str]]:
             unknown = set(extra) - set(EXTRA_FIELDS)
             if unknown:
                 raise ValueError(f"--runs {spec!r}: unknown fields {sorted(unknown)}; known: {EXTRA_FIELDS}")
+        elif key == "cold_train":
+            cold_train = float(value)
         elif key in known:
             overrides[key] = ast.literal_eval(value)
         else:
-            raise ValueError(f"--runs {spec!r}: {key!r} is neither a DeepFMConfig field ({sorted(known)}) nor 'fields'")
-    return overrides, extra
+            raise ValueError(f"--runs {spec!r}: {key!r} is neither a DeepFMConfig field ({sorted(known)}) nor "
+                             "'fields' / 'cold_train'")
+    return overrides, extra, cold_train
+
+
+def hide_users(table: features.FieldTable, share: float, seed: int) -> None:
+    """Gives the training rows of a random `share` of the training users the unseen user id 0, so that id 0,
+    which every cold test user gets, is trained as "a user we have no rows of" instead of staying at its init."""
+    if share <= 0 or "user" not in table.names:
+        return
+    col = table.names.index("user")
+    ids = np.unique(table.fields["train"][:, col])
+    hidden = np.random.default_rng(seed).choice(ids, int(round(share * ids.size)), replace=False)
+    train = table.fields["train"].copy()
+    train[np.isin(train[:, col], hidden), col] = 0
+    table.fields["train"] = train
 
 
 def item_mean_bucket(fit: baselines.BaselineFit, data, split: str, leave_one_out: bool) -> np.ndarray:
@@ -89,6 +109,33 @@ def build_fields(data, extra: list[str], k_history: int, fit: baselines.Baseline
     return table
 
 
+def subset_auc(labels: np.ndarray, p: np.ndarray, mask: np.ndarray) -> float:
+    """AUC on the rows of `mask` (NaN without both labels there)."""
+    y = labels[mask]
+    return metrics.roc_auc(y, p[mask]) if 0 < y.sum() < y.size else float("nan")
+
+
+def static_user_lr(data, fit: baselines.BaselineFit, rows: np.ndarray, split: str, l2: float) -> np.ndarray:
+    """P [n] of a logistic regression on (the user's mean TRAINING rating, the item mean): the two biases an ID
+    model can learn from the training rows, as the LR's features. A user without training rows gets the global
+    mean; training rows leave their own rating out (as the LR's item mean does)."""
+    t_users, _, t_ratings = data.training_interactions()
+    u_sum = np.bincount(t_users, weights=t_ratings, minlength=data.num_users)
+    u_cnt = np.bincount(t_users, minlength=data.num_users).astype(np.float64)
+    prior, mu = fit.item_prior, fit.global_mean
+
+    def feats(split_: str, rows_: np.ndarray) -> np.ndarray:
+        s = data.samples[split_]
+        loo = split_ == "train"
+        us, uc = u_sum[s["user"][rows_]] - loo * s["rating"][rows_], u_cnt[s["user"][rows_]] - loo
+        it, ic = fit.item_sum[s["item"][rows_]] - loo * s["rating"][rows_], fit.item_count[s["item"][rows_]] - loo
+        return np.stack([(us + prior * mu) / (uc + prior), (it + prior * mu) / (ic + prior)], axis=1)  # [n, 2]
+
+    train_rows = np.arange(data.num_samples("train"))
+    model = baselines.fit_logistic(feats("train", train_rows), data.samples["train"]["label"], l2)
+    return model.predict(feats(split, rows))
+
+
 def fmt(m: dict) -> str:
     return f"{m['value']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
 
@@ -113,16 +160,24 @@ def main(argv):
     for name, p in base.items():
         print(f"  {name:28s} AUC {fmt(metrics.bootstrap_metrics(labels, p, users, **boot)['auc'])}")
 
+    static = static_user_lr(data, fit, rows, sample.split, b["l2"])
+    d = metrics.paired_auc_difference(labels, static, lr, users, **boot)
+    print(f"  LR on (user's training mean, item mean) AUC {fmt(metrics.bootstrap_metrics(labels, static, users, **boot)['auc'])}"
+          f"; vs LR {d['delta']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]")
     ids = features.categorical_fields(data)
     test = ids.fields["test"][rows]
     cold_user, cold_item = test[:, ids.names.index("user")] == 0, test[:, ids.names.index("item")] == 0
     print(f"  cold in the sample (no training rows): users {np.unique(users[cold_user]).size}/{sample.num_users} "
           f"({cold_user.mean():.1%} of rows), items {cold_item.mean():.1%} of rows; "
           f"unseen in the whole test split: {ids.unseen['test']}")
+    for name, p in (("LR", lr), ("static-user LR", static)):
+        print(f"  {name} on cold-user rows AUC {subset_auc(labels, p, cold_user):.3f}, warm-user rows "
+              f"{subset_auc(labels, p, ~cold_user):.3f}")
 
     for spec in _RUNS.value:
-        overrides, extra = parse_run(spec)
+        overrides, extra, cold_train = parse_run(spec)
         table = build_fields(data, extra, k, fit)
+        hide_users(table, cold_train, seed=0)
         cfg = deepfm.DeepFMConfig.from_any({**dict(config.deepfm), **overrides})
         probs, hists, t1 = [], [], time.perf_counter()
         for seed in range(_SEEDS.value):
@@ -136,12 +191,14 @@ def main(argv):
         d = metrics.paired_auc_difference(labels, p, lr, users, **boot)
         h = hists[0]
         curve = " ".join(f"{e['valid_auc']:.3f}" for e in h["epochs"])
-        cold = (f"cold-user rows mean P {p[cold_user].mean():.3f} (sd {p[cold_user].std():.3f}) vs warm "
+        cold = (f"cold-user rows AUC {subset_auc(labels, p, cold_user):.3f} mean P {p[cold_user].mean():.3f} "
+                f"(sd {p[cold_user].std():.3f}), warm AUC {subset_auc(labels, p, ~cold_user):.3f} mean P "
                 f"{p[~cold_user].mean():.3f}" if cold_user.any() else "no cold-user rows")
+        per_seed = " ".join(f"{metrics.roc_auc(labels, q):.3f}" for q in probs)
         print(f"run {spec or '(config)'!r}: AUC {fmt(m['auc'])} GAUC {m['gauc']['value']:.3f} "
               f"LogLoss {m['logloss']['value']:.4f}; vs LR {d['delta']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]; "
               f"best epoch {h['best_epoch']} of {len(h['epochs'])} (valid AUC {curve}); "
-              f"seeds {_SEEDS.value}; {time.perf_counter() - t1:.0f} s; {cold}", flush=True)
+              f"seed AUCs {per_seed}; {time.perf_counter() - t1:.0f} s; {cold}", flush=True)
 
 
 if __name__ == "__main__":
