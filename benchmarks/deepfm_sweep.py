@@ -7,13 +7,14 @@ entry and prints its AUC with the user-bootstrap interval and the paired AUC dif
 It also says how many of the sample's users and items have no training rows (field id 0) and what DeepFM
 gives those rows.
 
-  python experiments/deepfm_sweep.py --config configs/quickstart.py --workdir /tmp/deepfm_sweep \
+  python benchmarks/deepfm_sweep.py --config configs/quickstart.py --workdir /tmp/deepfm_sweep \
       --runs "" --runs "max_epochs=20" --runs "fields=recent"
-  python experiments/deepfm_sweep.py --config configs/movielens.py --config.data.data_dir=../shared/data/ml-1m \
+  python benchmarks/deepfm_sweep.py --config configs/movielens.py --config.data.data_dir=../shared/data/ml-1m \
       --config.eval_size=2000 --workdir /tmp/deepfm_sweep_ml1m --runs "fields=recent"
 
 A run is comma-separated key=value pairs: DeepFMConfig fields (learning_rate=3e-3, max_epochs=20, dropout=0.2,
-weight_decay=1e-4, embed_dim=32, batch_size=256, patience=3, hidden=(64,64), early_stop_metric='logloss', ...)
+weight_decay=1e-4, embed_dim=32, batch_size=256, patience=3, early_stop_metric='logloss', ...; a value with a comma,
+hidden=(64,64), needs the pairs separated by ";" instead)
 over config.deepfm, and `fields=`, a '+'-joined list of extra fields: `recent` (mean of the K ratings the prompt
 shows, K = evaluate.k_history, the pipeline's "DeepFM + recent ratings" row), `item_mean` (the item's smoothed
 training mean rating, leave-one-out on training rows, as the LR reads it), or `no_user` (drop the user id); and
