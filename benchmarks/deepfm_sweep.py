@@ -159,7 +159,8 @@ def main(argv):
     print(f"data {data.name}: {sample.describe()}; positives {labels.mean():.3f}; prepared in "
           f"{time.perf_counter() - t0:.1f} s")
     for name, p in base.items():
-        print(f"  {name:28s} AUC {fmt(metrics.bootstrap_metrics(labels, p, users, **boot)['auc'])}")
+        m = metrics.bootstrap_metrics(labels, p, users, **boot)
+        print(f"  {name:28s} AUC {fmt(m['auc'])} GAUC {m['gauc']['value']:.3f} LogLoss {m['logloss']['value']:.4f}")
 
     static = static_user_lr(data, fit, rows, sample.split, b["l2"])
     d = metrics.paired_auc_difference(labels, static, lr, users, **boot)
@@ -195,6 +196,8 @@ def main(argv):
         cold = (f"cold-user rows AUC {subset_auc(labels, p, cold_user):.3f} mean P {p[cold_user].mean():.3f} "
                 f"(sd {p[cold_user].std():.3f}), warm AUC {subset_auc(labels, p, ~cold_user):.3f} mean P "
                 f"{p[~cold_user].mean():.3f}" if cold_user.any() else "no cold-user rows")
+        if cold_item.any():
+            cold += f"; cold-item rows ({cold_item.sum()}) mean P {p[cold_item].mean():.3f}"
         per_seed = " ".join(f"{metrics.roc_auc(labels, q):.3f}" for q in probs)
         print(f"run {spec or '(config)'!r}: AUC {fmt(m['auc'])} GAUC {m['gauc']['value']:.3f} "
               f"LogLoss {m['logloss']['value']:.4f}; vs LR {d['delta']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]; "
