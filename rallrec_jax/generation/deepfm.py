@@ -7,6 +7,11 @@ The model sees only categorical IDs (user, item, genre, ...), one per field:
               + MLP(concat_f e[x_f])                              (deep part, shares the embeddings)
     P(click) = sigmoid(logit)
 
+It reads ratings only through its training labels: a user's signal is that user's ID embedding, fixed when
+training ends. Ids never seen in training arrive as 0 (data/features.py), a row no training batch touches, so it
+keeps its initialisation: a user first seen after the training period is scored by its item and profile fields
+alone (on the quickstart's temporal split, 71% of the evaluation rows; README, "baselines").
+
 All fields share one embedding table; field f's ids are offset by the cardinalities of fields
 0..f-1, so one gather serves every field.
 
