@@ -225,7 +225,7 @@ def bench_finetune(s: Setup) -> dict:
     train = ex_lib.build_examples(builder, "train", rows, s.orders, order_names)
     n_val = min(f.eval_size, s.data.num_samples("validation"))
     val = ex_lib.build_examples(builder, "validation", range(n_val), s.orders, ["simple"])
-    settings = ft.settings_from_config(f)
+    settings = ft.FinetuneSettings.from_config(f).train
     steps = ft.steps_per_epoch(len(train), settings.effective_batch)
     answer_len = ft.answer_length(train)
     plan = []  # per step: (batch arrays, bucket, real tokens)

@@ -296,7 +296,7 @@ class Pipeline:
     def _training_histories(self) -> dict[str, ex_lib.HistoryFn]:
         """The official tuning set: per sampled train row, [high, sequential, simple] prompts whose
         retrieval uses `pipeline.train_kind` (the released LoRA was tuned on text retrieval, spec 3.2)."""
-        f, kind = self.config.finetune, self.config.pipeline.train_kind
+        f, kind = finetune_lib.FinetuneSettings.from_config(self.config.finetune), self.config.pipeline.train_kind
         if not kind:
             return {}
         rows, _ = ex_lib.training_plan(self.data.num_samples("train"), f.sample_size, f.train_size,

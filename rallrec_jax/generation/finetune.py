@@ -43,6 +43,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
+from rallrec_jax import settings as settings_lib
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
@@ -138,6 +139,55 @@ class TrainSettings:
     @property
     def num_micro(self) -> int:
         return self.effective_batch // self.micro_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """`config.finetune` (configs/base_generation.py, where each field is explained), typed and read once at the
+    stage's top (`from_config`).
+
+    `train` holds the fields the Trainer's step depends on; it stays its own dataclass because the run identity
+    hashes exactly its fields (identity.json), so a run recorded before these settings existed still resumes.
+    The rest says which examples to build, how long to train, how to validate and when to stop."""
+    train: TrainSettings = TrainSettings()
+    run_name: str = ""  # read from the ConfigDict by inputs.run_dir (it names the run folder)
+    k_history: int = 30
+    max_prompt_tokens: int = 2048  # 0 = no limit
+    sample_size: int = 8192
+    sample_seed: int = 42
+    train_size: int = 0
+    epochs: int = 20
+    max_steps: int = 0
+    eval_every: int = 0
+    eval_size: int = 1000
+    eval_sample: str = "stratified"
+    eval_user_cap: int = 10
+    eval_seed: int = 0
+    eval_order: str = "simple"
+    early_stopping_metric: str = "eval_loss"
+    patience: int = 5
+    checkpoint_every: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, config) -> FinetuneSettings:
+        """From the flat `config.finetune` section: its TrainSettings fields go to `train`, the rest here; a
+        field neither knows is an error naming it."""
+        if isinstance(config, cls):
+            return config
+        values = settings_lib.config_values(config)
+        step_fields = settings_lib.field_names(TrainSettings)
+        settings_lib.check_known(values, step_fields | settings_lib.field_names(cls) - {"train"}, "finetune")
+        train = TrainSettings(**{k: v for k, v in values.items() if k in step_fields})
+        return cls(train=train, **{k: v for k, v in values.items() if k not in step_fields})
+
+    def loop(self, num_examples: int) -> LoopConfig:
+        """The loop over `num_examples` training examples: `max_steps`, else `epochs` passes; one validation
+        per epoch unless `eval_every` says otherwise."""
+        epoch = steps_per_epoch(num_examples, self.train.effective_batch)
+        return LoopConfig(total_steps=self.max_steps or self.epochs * epoch, eval_every=self.eval_every or epoch,
+                          checkpoint_every=self.checkpoint_every, patience=self.patience,
+                          metric=self.early_stopping_metric, progress=self.progress)
 
 
 def lr_schedule(settings: TrainSettings, total_steps: int) -> optax.Schedule:
@@ -598,14 +648,6 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
 
 
 # ----------------------------------------------------------------------------- library entry point
-def settings_from_config(c: Mapping) -> TrainSettings:
-    return TrainSettings(learning_rate=c["learning_rate"], b1=c["b1"], b2=c["b2"], eps=c["eps"],
-                         weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
-                         micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
-                         eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False),
-                         remat=c.get("remat", TrainSettings.remat))
-
-
 def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
              histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
              tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None,
@@ -619,7 +661,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     `identity` adds what the histories depend on to the run's identity (see `run_dir`)."""
     from rallrec_jax.llm import tokenizer as tok_lib
 
-    f = config.finetune
+    f = FinetuneSettings.from_config(config.finetune)
     mesh, data, model, tokenizer, orders = stage_inputs(config, workdir, f.k_history, histories, data, model,
                                                         tokenizer, mesh)
     builder = ex_lib.ExampleBuilder(data, tokenizer, f.max_prompt_tokens or None)
@@ -640,14 +682,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                   "validation_sample": val_sample.summary(), "orders": order_names, "train_rows": len(rows)}
         artifacts.atomic_write_json(out_dir / "examples.json", report)
         logging.info("finetune examples: %s", report)
-    settings = settings_from_config(f)
-    total = f.max_steps or f.epochs * steps_per_epoch(len(train), settings.effective_batch)
-    model = lora_lib.apply_lora(model, lora_config(config.lora), rngs=nnx.Rngs(settings.seed))
-    trainer = Trainer(model, settings, total, mesh, yes_no=tok_lib.yes_no_ids(tokenizer))
-    loop = LoopConfig(total_steps=total,
-                      eval_every=f.eval_every or steps_per_epoch(len(train), settings.effective_batch),
-                      checkpoint_every=f.checkpoint_every, patience=f.patience, metric=f.early_stopping_metric,
-                      progress=f.progress)
+    loop = f.loop(len(train))
+    model = lora_lib.apply_lora(model, lora_config(config.lora), rngs=nnx.Rngs(f.train.seed))
+    trainer = Trainer(model, f.train, loop.total_steps, mesh, yes_no=tok_lib.yes_no_ids(tokenizer))
     summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at,
                          identity=run_identity(config, identity))
     summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names,
