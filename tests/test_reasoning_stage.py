@@ -15,6 +15,7 @@ from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
 from rallrec_jax.data import sampling
 from rallrec_jax.reasoning import hints, merge, stage
+from rallrec_jax.reasoning.settings import ReasoningRun
 
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True)
@@ -57,7 +58,7 @@ def test_every_row_gets_k_scored_traces_in_both_modes(setup):
     general = np.load(stage._root(work) / "general.npy")
     assert general.shape == (n,)
     # The rows: the first n of the user-stratified evaluation sample, n distinct users here.
-    rows = stage.reasoning_rows(config, data)
+    rows = stage.reasoning_rows(ReasoningRun.from_config(config), data)
     assert rows == sampling.evaluation_sample(data, config).rows[:n].tolist()
     assert len(set(data.samples["test"]["user"][rows].tolist())) == n
     assert json.loads((stage._root(work) / "general.json").read_text())["row_ids"] == rows
@@ -96,7 +97,7 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(setup, tmp_path)
     with open(path, "a") as f:
         f.write('{"row": 2, "label": 1, "tra')  # a torn line, as a kill in mid-write leaves
     torn = path.read_text()
-    first_rows = stage.reasoning_rows(config, data)[:config.reasoning.prompts_per_batch]
+    first_rows = stage.reasoning_rows(ReasoningRun.from_config(config), data)[:config.reasoning.prompts_per_batch]
     # a reader changes nothing
     assert sorted(stage.read_records(path)) == sorted(first_rows) and path.read_text() == torn
     second = stage.reason(config, tmp_path, **kw)
