@@ -156,3 +156,26 @@ def test_merge_results_rows_match_the_equations(setup):
     part = stage.merge_results(config, work)
     assert part["n"] == m
     assert part["rows"][0]["auc"] == pytest.approx(metrics.ctr_metrics(labels[:m], general[:m])["auc"])
+
+
+def test_cache_settings_keep_their_keys_and_values():
+    """general.json and meta.json are reused only while these dicts hash the same: their keys and values, written
+    out by hand from configs/test.py over configs/base_generation.py and base_reasoning.py, must not drift (old
+    workdirs would be recomputed, or refused)."""
+    from rallrec_jax import artifacts
+
+    config = configs.test.get_config()
+    run = ReasoningRun.from_config(config)
+    sample = {"split": "test", "how": "stratified", "seed": 0, "user_cap": 10}
+    assert stage.general_settings(run, 8, sample) == {
+        "rows": 8, "sample": sample, "split": "test", "order": "simple", "k_history": 5, "max_prompt_tokens": 512,
+        "double_softmax": False, "adapters": "", "model": "", "model_files": artifacts.model_identity(""),
+        "data": config.data.to_dict()}
+    common = {"sample": sample, "split": "test", "order": "simple", "k_history": 5, "max_prompt_tokens": 512,
+              "llm": "", "llm_files": artifacts.model_identity(""), "num_traces": 3, "temperature": 0.6,
+              "top_p": 0.95, "top_k": 0, "max_new_tokens": 8, "seed": 42, "prompts_per_batch": 2,
+              "official_prompt": False, "data": config.data.to_dict()}
+    assert stage.trace_settings(run, "plain", "p_g key", sample) == {
+        **common, "mode": "plain", "hint_bands": None, "general": None}
+    assert stage.trace_settings(run, "hint", "p_g key", sample) == {
+        **common, "mode": "hint", "hint_bands": "softmax", "general": "p_g key"}
