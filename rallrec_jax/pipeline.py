@@ -36,6 +36,7 @@ from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
 from rallrec_jax.generation import inputs as inputs_lib
 from rallrec_jax.generation import predictions as predictions_lib
+from rallrec_jax.generation import training_rows
 from rallrec_jax.generation.histories import retrieved_history
 from rallrec_jax.retrieval import stage as retrieval_stage
 
@@ -299,8 +300,8 @@ class Pipeline:
         f, kind = finetune_lib.FinetuneSettings.from_config(self.config.finetune), self.config.pipeline.train_kind
         if not kind:
             return {}
-        rows, _ = ex_lib.training_plan(self.data.num_samples("train"), f.sample_size, f.train_size,
-                                       ["high", "sequential", "simple"], f.sample_seed)
+        rows, _ = training_rows.training_plan(self.data.num_samples("train"), f.sample_size, f.train_size,
+                                              ["high", "sequential", "simple"], f.sample_seed)
         wanted = {"train": rows}
         return {order: retrieved_history(self.retrieval, wanted, order, kind) for order in ("high", "sequential")}
 

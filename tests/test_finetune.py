@@ -17,7 +17,6 @@ from rallrec_jax.data import prepare, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
 from rallrec_jax.generation import inputs
-from rallrec_jax.generation import prompts
 from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -196,13 +195,6 @@ def test_examples_chat_template_answer_and_truncation(data, tokenizer):
     assert t.dropped >= 1 and t.shown == e.shown - t.dropped and len(t.prompt_ids) <= full_len - 5
     report = ex_lib.dropped_report([e, t])
     assert report["truncated_prompts"] == 1 and report["dropped_items"] == t.dropped
-
-
-def test_training_plan_simple_and_mixed():
-    rows, orders = ex_lib.training_plan(1000, 256, 0, ["simple"])
-    assert orders == ["simple"] and rows == prompts.sample_training_indices(1000, 256, 42)
-    rows, orders = ex_lib.training_plan(1000, 256, 100, ["simple", "high", "sequential"])
-    assert orders == ["high", "sequential", "simple"] and len(rows) == 34  # ceil(100 / 3)
 
 
 # ----------------------------------------------------------------------------- resume == uninterrupted

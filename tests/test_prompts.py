@@ -93,16 +93,3 @@ def test_retrieved_items_take_their_latest_rating(ml1m):
     assert entries[0].position == 0 and entries[1].position == len(hist["item"]) - 1
     with pytest.raises(ValueError, match="not in the sample's history"):
         histories.positions_in_history(ml1m, "train", 10, [int(ml1m.samples["train"]["item"][10])])
-
-
-def test_training_sampling_and_mixed_interleave():
-    a = prompts.sample_training_indices(1000, 5)
-    assert a == prompts.sample_training_indices(1000, 5) and len(set(a)) == 5
-    import random
-    random.seed(42)
-    assert a == random.sample(range(1000), 5)  # the official draw
-    mixed = prompts.mixed_training_set([7, 9], {"simple": ["s7", "s9"], "high": ["h7", "h9"],
-                                                "sequential": ["q7", "q9"]})
-    assert mixed == ["h7", "q7", "s7", "h9", "q9", "s9"]
-    with pytest.raises(ValueError, match="has 1 prompts for 2 rows"):
-        prompts.mixed_training_set([7, 9], {"high": ["h7"]})

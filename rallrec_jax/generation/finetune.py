@@ -46,6 +46,7 @@ from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
 from rallrec_jax import settings as settings_lib
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation import training_rows
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
 from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
@@ -665,8 +666,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     mesh, data, model, tokenizer, orders = stage_inputs(config, workdir, f.k_history, histories, data, model,
                                                         tokenizer, mesh)
     builder = ex_lib.ExampleBuilder(data, tokenizer, f.max_prompt_tokens or None)
-    rows, order_names = ex_lib.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
-                                             list(orders), f.sample_seed)
+    rows, order_names = training_rows.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
+                                                    list(orders), f.sample_seed)
     train = ex_lib.build_examples(builder, "train", rows, orders, order_names)
     if f.train_size:
         train = train[:f.train_size]
