@@ -16,7 +16,7 @@ import random
 import numpy as np
 
 from rallrec_jax.data.ctr import CTRData
-from rallrec_jax.data.readers import RawDataset
+from rallrec_jax.data.readers.raw import RawDataset
 
 
 # --------------------------------------------------------------------------------------------------
