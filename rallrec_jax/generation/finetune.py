@@ -152,22 +152,22 @@ class FinetuneSettings:
     The rest says which examples to build, how long to train, how to validate and when to stop."""
     train: TrainSettings = TrainSettings()
     run_name: str = ""  # read from the ConfigDict by inputs.run_dir (it names the run folder)
-    k_history: int = 30
+    k_history: int = 30  # K most recent items of the `simple` order
     max_prompt_tokens: int = 2048  # 0 = no limit
-    sample_size: int = 8192
+    sample_size: int = 8192  # train rows drawn with random.seed(sample_seed) (training_rows.py)
     sample_seed: int = 42
-    train_size: int = 0
+    train_size: int = 0  # the first N prompts of the (mixed) set; 0 = all
     epochs: int = 20
-    max_steps: int = 0
-    eval_every: int = 0
-    eval_size: int = 1000
+    max_steps: int = 0  # 0 = epochs * ceil(N / effective_batch)
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    eval_size: int = 1000  # validation rows early stopping reads, drawn as eval_sample (data/sampling.py)
     eval_sample: str = "stratified"
     eval_user_cap: int = 10
     eval_seed: int = 0
     eval_order: str = "simple"
-    early_stopping_metric: str = "eval_loss"
-    patience: int = 5
-    checkpoint_every: int = 0
+    early_stopping_metric: str = "eval_loss"  # or "eval_auc"
+    patience: int = 5  # evaluations without improvement; 0 = never stop early
+    checkpoint_every: int = 0  # extra checkpoints between evaluations; 0 = only at evaluations and the end
     progress: bool = True
 
     @classmethod

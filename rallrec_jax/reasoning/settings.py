@@ -24,25 +24,25 @@ class ReasoningSettings:
     modes: tuple[str, ...] = ("plain", "hint")
     num_rows: int = 0  # the first N rows of the evaluation sample; 0 = all
     num_traces: int = 5  # K
-    temperature: float = 0.6
+    temperature: float = 0.6  # DeepSeek-R1 guidance
     top_p: float = 0.95
-    top_k: int = 0
-    max_new_tokens: int = 4000
-    seed: int = 42
-    prompts_per_batch: int = 4
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 4000  # official vLLM budget (4000 plain / 4800 KP)
+    seed: int = 42  # row batch b is sampled with seed + b * prompts_per_batch
+    prompts_per_batch: int = 4  # rows sampled together: part of the seeding, fixed across a resume
     score_batch: int = 8
     max_prompt_tokens: int = 2048  # 0 = no limit
-    hint_bands: str = "follow"
-    official_prompt: bool = False
-    score: str = "softmax"
-    alpha: float = 0.1
+    hint_bands: str = "follow"  # "follow" | "official" (reasoning/hints.py)
+    official_prompt: bool = False  # the released string ("<think>" in the user turn)
+    score: str = "softmax"  # trace P(Yes): "softmax" | "double_softmax" | "text"
+    alpha: float = 0.1  # eq. 10
     epsilon: float = 1e-3
     general_mean: str = "first"
-    merge_rows: int = 0
+    merge_rows: int = 0  # merge the first N rows only; 0 = all
     alphas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)
     epsilons: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-    length_groups: int = 5
-    variance_window: int = 1000
+    length_groups: int = 5  # Fig. 2
+    variance_window: int = 1000  # Fig. 3
 
     @classmethod
     def from_config(cls, config) -> ReasoningSettings:

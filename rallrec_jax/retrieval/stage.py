@@ -40,25 +40,25 @@ class RetrievalSettings:
     `lightgcn` and `ssl` stay plain dicts: their own modules type them (lightgcn.py, ssl.py). `as_dict` is
     what the cache fingerprints hash: the same dict the stage hashed when it read the config by string keys,
     so existing workdirs stay valid."""
-    llm_path: str = ""
+    llm_path: str = ""  # descriptions and text embeddings; "" = the SmolLM2-135M-Instruct wheel
     embed_batch_size: int = 8
     use_descriptions: bool = True
-    description_max_new_tokens: int = 128
+    description_max_new_tokens: int = 128  # the official run allowed 1024 (descriptions are asked under 80 words)
     description_temperature: float = 0.8
     description_top_p: float = 0.9
     description_batch_size: int = 16
     description_seed: int = 0
-    text_mode: str = "paper"
-    graph: str = "train"
+    text_mode: str = "paper"  # "paper": [e_title || e_desc]; "official": e_desc alone
+    graph: str = "train"  # "train": training interactions only; "official": the released graph
     lightgcn: dict = dataclasses.field(default_factory=dict)
     ssl: dict = dataclasses.field(default_factory=dict)
-    kind: str = "mix3"
-    style: str = "paper"
-    pca_dim: int = 128
+    kind: str = "mix3"  # text | colla | mix | mix3 | hybrid | retri_then_mix
+    style: str = "paper"  # "paper": per-row L2 blocks; "official": PCA text, max-norm blocks, cosine
+    pca_dim: int = 128  # the official style's PCA of the text block
     text_center: bool = True
-    text_pca: int = 0
+    text_pca: int = 0  # 0 = no PCA of the paper style's text block
     k_history: int = 30
-    order: str = "rerank"
+    order: str = "rerank"  # simple | high | sequential | rerank | official_rerank
     gamma: float = 2.0 / 3.0
     beta: float = 1.0
 
