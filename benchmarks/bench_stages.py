@@ -216,16 +216,16 @@ def torch_yes_scores(peer, seqs, batch: int, pad_id: int, yes_no, min_bucket: in
 def bench_finetune(s: Setup) -> dict:
     from rallrec_jax.generation import examples as ex_lib
     from rallrec_jax.generation import finetune as ft
-    from rallrec_jax.generation import inputs
+    from rallrec_jax.generation import inputs, training_rows
 
     a, f = s.args, s.config.finetune
     builder = ex_lib.ExampleBuilder(s.data, s.tokenizer, f.max_prompt_tokens or None)
-    rows, order_names = ex_lib.training_plan(s.data.num_samples("train"), f.sample_size, f.train_size,
-                                             list(s.orders), f.sample_seed)
+    rows, order_names = training_rows.training_plan(s.data.num_samples("train"), f.sample_size, f.train_size,
+                                                    list(s.orders), f.sample_seed)
     train = ex_lib.build_examples(builder, "train", rows, s.orders, order_names)
     n_val = min(f.eval_size, s.data.num_samples("validation"))
     val = ex_lib.build_examples(builder, "validation", range(n_val), s.orders, ["simple"])
-    settings = ft.settings_from_config(f)
+    settings = ft.FinetuneSettings.from_config(f).train
     steps = ft.steps_per_epoch(len(train), settings.effective_batch)
     answer_len = ft.answer_length(train)
     plan = []  # per step: (batch arrays, bucket, real tokens)

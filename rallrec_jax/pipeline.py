@@ -36,6 +36,7 @@ from rallrec_jax.generation import baselines as baselines_lib
 from rallrec_jax.generation import deepfm, evaluate as evaluate_lib, examples as ex_lib, finetune as finetune_lib
 from rallrec_jax.generation import inputs as inputs_lib
 from rallrec_jax.generation import predictions as predictions_lib
+from rallrec_jax.generation import training_rows
 from rallrec_jax.generation.histories import retrieved_history
 from rallrec_jax.retrieval import stage as retrieval_stage
 
@@ -296,11 +297,11 @@ class Pipeline:
     def _training_histories(self) -> dict[str, ex_lib.HistoryFn]:
         """The official tuning set: per sampled train row, [high, sequential, simple] prompts whose
         retrieval uses `pipeline.train_kind` (the released LoRA was tuned on text retrieval, spec 3.2)."""
-        f, kind = self.config.finetune, self.config.pipeline.train_kind
+        f, kind = finetune_lib.FinetuneSettings.from_config(self.config.finetune), self.config.pipeline.train_kind
         if not kind:
             return {}
-        rows, _ = ex_lib.training_plan(self.data.num_samples("train"), f.sample_size, f.train_size,
-                                       ["high", "sequential", "simple"], f.sample_seed)
+        rows, _ = training_rows.training_plan(self.data.num_samples("train"), f.sample_size, f.train_size,
+                                              ["high", "sequential", "simple"], f.sample_seed)
         wanted = {"train": rows}
         return {order: retrieved_history(self.retrieval, wanted, order, kind) for order in ("high", "sequential")}
 

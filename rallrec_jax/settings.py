@@ -17,12 +17,27 @@ def from_config(cls: type[T], config: Any, label: str) -> T:
         return cls()
     if isinstance(config, cls):
         return config
-    values = dict(config) if isinstance(config, Mapping) else dict(config.items())
-    known = {f.name for f in dataclasses.fields(cls)}
+    values = config_values(config)
+    check_known(values, field_names(cls), label)
+    return cls(**values)
+
+
+def config_values(config: Any) -> dict[str, Any]:
+    """The top-level fields of a Mapping or a ConfigDict-like object, as a dict (None: no fields)."""
+    if config is None:
+        return {}
+    return dict(config) if isinstance(config, Mapping) else dict(config.items())
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def check_known(values: Mapping[str, Any], known: set[str], label: str) -> None:
+    """A field the settings do not know is an error naming it and every field they do know."""
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown {label} config fields {unknown}; known: {sorted(known)}")
-    return cls(**values)
 
 
 # ----------------------------------------------------------------------------- whole-config checks

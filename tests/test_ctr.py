@@ -2,12 +2,14 @@
 import numpy as np
 import pytest
 
-from rallrec_jax.data import ctr, readers, recipes
+from rallrec_jax.data import ctr, recipes
+from rallrec_jax.data.readers import amazon, bookcrossing, movielens
+from rallrec_jax.data.readers.raw import RawDataset
 
 
 @pytest.fixture(scope="module")
 def ml1m(shared_data):
-    return recipes.preprocess_temporal(readers.read_movielens_1m(shared_data / "ml-1m"))
+    return recipes.preprocess_temporal(movielens.read_movielens_1m(shared_data / "ml-1m"))
 
 
 def _all_samples(data, split):
@@ -93,7 +95,7 @@ def test_training_interactions_never_reach_past_training(ml1m):
 
 
 def test_bookcrossing_rules(shared_data):
-    raw = readers.read_bookcrossing(shared_data / "bookcrossing")
+    raw = bookcrossing.read_bookcrossing(shared_data / "bookcrossing")
     bx = recipes.preprocess_bookcrossing(raw)
     stats = bx.statistics()
     train, valid, test = (bx.num_samples(s) for s in ctr.SPLITS)
@@ -119,7 +121,7 @@ def test_bookcrossing_rules(shared_data):
 
 def test_amazon_rules(shared_data):
     folder = shared_data / "amazon-2018"
-    raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
+    raw = amazon.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               category_index=1, category_depth=None)
     az = recipes.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
     log = dict(az.filter_log)
@@ -136,7 +138,7 @@ def test_amazon_rules(shared_data):
 
 
 def test_top_items_and_caps():
-    raw = readers.RawDataset(
+    raw = RawDataset(
         "toy", user=np.array(list("aaabbbcccd")), item=np.array(list("xyzxyzxyxw")),
         rating=np.array([5, 4, 3, 2, 1, 5, 4, 3, 2, 1], np.int32), timestamp=np.arange(10, dtype=np.int64),
         item_fields={}, user_fields={})
@@ -148,7 +150,7 @@ def test_top_items_and_caps():
 
 
 def test_save_load_roundtrip_and_corruption(tmp_path, shared_data):
-    raw = readers.read_bookcrossing(shared_data / "bookcrossing")
+    raw = bookcrossing.read_bookcrossing(shared_data / "bookcrossing")
     bx = recipes.preprocess_bookcrossing(raw)
     bx.save(tmp_path / "bx")
     back = ctr.CTRData.load(tmp_path / "bx")

@@ -4,14 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from rallrec_jax.data import readers, recipes
+from rallrec_jax.data import recipes
+from rallrec_jax.data.readers import bookcrossing
 from rallrec_jax.retrieval import descriptions
 from rallrec_jax.prompts import descriptions as description_prompts
 
 
 @pytest.fixture(scope="module")
 def bx(shared_data):
-    return recipes.preprocess_bookcrossing(readers.read_bookcrossing(shared_data / "bookcrossing"))
+    return recipes.preprocess_bookcrossing(bookcrossing.read_bookcrossing(shared_data / "bookcrossing"))
 
 
 def test_prompts_are_verbatim():

@@ -17,7 +17,6 @@ from rallrec_jax.data import prepare, sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
 from rallrec_jax.generation import inputs
-from rallrec_jax.generation import prompts
 from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -135,6 +134,24 @@ def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
         ft.TrainSettings(remat="some")
 
 
+def test_finetune_settings_read_the_config_section_once():
+    """The flat `config.finetune` section typed: the step's fields in `train` (what the run identity hashes),
+    the loop from the rest; values by hand from configs/test.py over configs/base_generation.py."""
+    f = ft.FinetuneSettings.from_config(configs.test.get_config().finetune)
+    assert f.train == ft.TrainSettings(learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                                       effective_batch=16, micro_batch=8, seed=42, min_bucket=16, eval_batch=8,
+                                       double_softmax=False, remat="attention")
+    assert (f.k_history, f.max_prompt_tokens, f.epochs, f.eval_size, f.progress) == (5, 512, 1, 16, False)
+    loop = f.loop(40)  # ceil(40 / 16) = 3 steps per epoch, 1 epoch, validation once per epoch
+    assert (loop.total_steps, loop.eval_every, loop.patience, loop.metric) == (3, 3, 5, "eval_loss")
+    capped = ft.FinetuneSettings.from_config({"max_steps": 7, "eval_every": 2, "effective_batch": 4,
+                                              "micro_batch": 2})
+    assert capped.train.effective_batch == 4 and (capped.loop(40).total_steps, capped.loop(40).eval_every) == (7, 2)
+    typo = r"unknown finetune config fields \['learning_rat'\]; known: .*'learning_rate'"
+    with pytest.raises(ValueError, match=typo):
+        ft.FinetuneSettings.from_config({"learning_rat": 0.1})
+
+
 def test_scanned_forward_draws_the_unrolled_dropout_masks():
     """Each layer slice keeps its own RNG stream in the stacked adapters: with dropout on, the scanned training
     forward equals the loop over layer slices draw for draw (and differs from the dropout-free forward, so masks are applied)."""
@@ -178,13 +195,6 @@ def test_examples_chat_template_answer_and_truncation(data, tokenizer):
     assert t.dropped >= 1 and t.shown == e.shown - t.dropped and len(t.prompt_ids) <= full_len - 5
     report = ex_lib.dropped_report([e, t])
     assert report["truncated_prompts"] == 1 and report["dropped_items"] == t.dropped
-
-
-def test_training_plan_simple_and_mixed():
-    rows, orders = ex_lib.training_plan(1000, 256, 0, ["simple"])
-    assert orders == ["simple"] and rows == prompts.sample_training_indices(1000, 256, 42)
-    rows, orders = ex_lib.training_plan(1000, 256, 100, ["simple", "high", "sequential"])
-    assert orders == ["high", "sequential", "simple"] and len(rows) == 34  # ceil(100 / 3)
 
 
 # ----------------------------------------------------------------------------- resume == uninterrupted

@@ -1,4 +1,5 @@
 """hints.py: every confidence band, the exact boundaries, and bad input."""
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -118,18 +119,23 @@ def test_the_reasoning_stage_reads_the_bands_of_its_p_g_mode():
     import ml_collections
 
     from rallrec_jax.reasoning import stage
+    from rallrec_jax.reasoning.settings import ReasoningSettings, ReasoningRun
 
     config = ml_collections.ConfigDict()
     base_generation.add_generation(config)
+    config.data = ml_collections.ConfigDict({"name": "movielens-1m"})
     config.reasoning = base_reasoning.reasoning_config()
+    run = ReasoningRun.from_config(config)
+    with_bands = lambda bands, **kw: dataclasses.replace(  # noqa: E731
+        run, reasoning=dataclasses.replace(run.reasoning, hint_bands=bands),
+        evaluate=dataclasses.replace(run.evaluate, **kw))
+    assert run.reasoning == ReasoningSettings() and run.reasoning.hint_bands == "follow"
     p_g = {17: 0.8}  # plain softmax 0.8: the double-softmax scale reads sigmoid(0.6) = 0.646 -> "may be"
-    assert stage.hint_bands(config) == "softmax"
-    assert stage.hint_function(config, p_g)(17) == "\nAnother one think the answer may be Yes.\n"
-    config.reasoning.hint_bands = "official"
-    assert stage.hint_function(config, p_g)(17) == _official(0.8) == "\nAnother one think the answer is Yes.\n"
-    config.reasoning.hint_bands = "follow"
-    config.evaluate.double_softmax = True  # the official P_G: bands as they are
-    assert stage.hint_bands(config) == "double_softmax" and stage.hint_function(config, p_g)(17) == _official(0.8)
-    config.reasoning.hint_bands = "loose"
+    assert stage.hint_bands(run) == "softmax"
+    assert stage.hint_function(run, p_g)(17) == "\nAnother one think the answer may be Yes.\n"
+    official = with_bands("official")
+    assert stage.hint_function(official, p_g)(17) == _official(0.8) == "\nAnother one think the answer is Yes.\n"
+    double = with_bands("follow", double_softmax=True)  # the official P_G: bands as they are
+    assert stage.hint_bands(double) == "double_softmax" and stage.hint_function(double, p_g)(17) == _official(0.8)
     with pytest.raises(ValueError, match="hint_bands='loose'"):
-        stage.hint_bands(config)
+        stage.hint_bands(with_bands("loose"))

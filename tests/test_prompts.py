@@ -2,14 +2,15 @@
 import numpy as np
 import pytest
 
-from rallrec_jax.data import histories, readers, recipes
+from rallrec_jax.data import histories, recipes
+from rallrec_jax.data.readers import amazon, bookcrossing, movielens
 from rallrec_jax.generation import prompts
 from rallrec_jax.prompts import ctr as ctr_prompts
 
 
 @pytest.fixture(scope="module")
 def ml1m(shared_data):
-    return recipes.preprocess_temporal(readers.read_movielens_1m(shared_data / "ml-1m"))
+    return recipes.preprocess_temporal(movielens.read_movielens_1m(shared_data / "ml-1m"))
 
 
 def test_render_item_and_list():
@@ -47,7 +48,7 @@ def test_movielens_prompt_is_verbatim(ml1m):
 
 
 def test_bookcrossing_and_amazon_templates(shared_data):
-    bx = recipes.preprocess_bookcrossing(readers.read_bookcrossing(shared_data / "bookcrossing"))
+    bx = recipes.preprocess_bookcrossing(bookcrossing.read_bookcrossing(shared_data / "bookcrossing"))
     text = prompts.PromptBuilder(bx).text("test", 0, histories.recent_history(bx, "test", 0, 2), "simple")
     lines = text.split("\n")
     assert lines[0].startswith("The user's location is ") and ". The user's age is " in lines[0]
@@ -57,7 +58,7 @@ def test_bookcrossing_and_amazon_templates(shared_data):
     shown = histories.recent_history(bx, "test", 0, 2)
     assert shown[0].position > shown[1].position
     folder = shared_data / "amazon-2018"
-    raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
+    raw = amazon.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               1, None)
     az = recipes.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
     text = prompts.PromptBuilder(az).text("test", 0, histories.recent_history(az, "test", 0, 30), "high")
@@ -93,16 +94,3 @@ def test_retrieved_items_take_their_latest_rating(ml1m):
     assert entries[0].position == 0 and entries[1].position == len(hist["item"]) - 1
     with pytest.raises(ValueError, match="not in the sample's history"):
         histories.positions_in_history(ml1m, "train", 10, [int(ml1m.samples["train"]["item"][10])])
-
-
-def test_training_sampling_and_mixed_interleave():
-    a = prompts.sample_training_indices(1000, 5)
-    assert a == prompts.sample_training_indices(1000, 5) and len(set(a)) == 5
-    import random
-    random.seed(42)
-    assert a == random.sample(range(1000), 5)  # the official draw
-    mixed = prompts.mixed_training_set([7, 9], {"simple": ["s7", "s9"], "high": ["h7", "h9"],
-                                                "sequential": ["q7", "q9"]})
-    assert mixed == ["h7", "q7", "s7", "h9", "q9", "s9"]
-    with pytest.raises(ValueError, match="has 1 prompts for 2 rows"):
-        prompts.mixed_training_set([7, 9], {"high": ["h7"]})

@@ -15,6 +15,7 @@ from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
 from rallrec_jax.data import sampling
 from rallrec_jax.reasoning import hints, merge, stage
+from rallrec_jax.reasoning.settings import ReasoningRun
 
 WIDE = LlmConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True)
@@ -57,7 +58,7 @@ def test_every_row_gets_k_scored_traces_in_both_modes(setup):
     general = np.load(stage._root(work) / "general.npy")
     assert general.shape == (n,)
     # The rows: the first n of the user-stratified evaluation sample, n distinct users here.
-    rows = stage.reasoning_rows(config, data)
+    rows = stage.reasoning_rows(ReasoningRun.from_config(config), data)
     assert rows == sampling.evaluation_sample(data, config).rows[:n].tolist()
     assert len(set(data.samples["test"]["user"][rows].tolist())) == n
     assert json.loads((stage._root(work) / "general.json").read_text())["row_ids"] == rows
@@ -96,7 +97,7 @@ def test_resume_after_interruption_equals_the_uninterrupted_run(setup, tmp_path)
     with open(path, "a") as f:
         f.write('{"row": 2, "label": 1, "tra')  # a torn line, as a kill in mid-write leaves
     torn = path.read_text()
-    first_rows = stage.reasoning_rows(config, data)[:config.reasoning.prompts_per_batch]
+    first_rows = stage.reasoning_rows(ReasoningRun.from_config(config), data)[:config.reasoning.prompts_per_batch]
     # a reader changes nothing
     assert sorted(stage.read_records(path)) == sorted(first_rows) and path.read_text() == torn
     second = stage.reason(config, tmp_path, **kw)
@@ -155,3 +156,26 @@ def test_merge_results_rows_match_the_equations(setup):
     part = stage.merge_results(config, work)
     assert part["n"] == m
     assert part["rows"][0]["auc"] == pytest.approx(metrics.ctr_metrics(labels[:m], general[:m])["auc"])
+
+
+def test_cache_settings_keep_their_keys_and_values():
+    """general.json and meta.json are reused only while these dicts hash the same: their keys and values, written
+    out by hand from configs/test.py over configs/base_generation.py and base_reasoning.py, must not drift (old
+    workdirs would be recomputed, or refused)."""
+    from rallrec_jax import artifacts
+
+    config = configs.test.get_config()
+    run = ReasoningRun.from_config(config)
+    sample = {"split": "test", "how": "stratified", "seed": 0, "user_cap": 10}
+    assert stage.general_settings(run, 8, sample) == {
+        "rows": 8, "sample": sample, "split": "test", "order": "simple", "k_history": 5, "max_prompt_tokens": 512,
+        "double_softmax": False, "adapters": "", "model": "", "model_files": artifacts.model_identity(""),
+        "data": config.data.to_dict()}
+    common = {"sample": sample, "split": "test", "order": "simple", "k_history": 5, "max_prompt_tokens": 512,
+              "llm": "", "llm_files": artifacts.model_identity(""), "num_traces": 3, "temperature": 0.6,
+              "top_p": 0.95, "top_k": 0, "max_new_tokens": 8, "seed": 42, "prompts_per_batch": 2,
+              "official_prompt": False, "data": config.data.to_dict()}
+    assert stage.trace_settings(run, "plain", "p_g key", sample) == {
+        **common, "mode": "plain", "hint_bands": None, "general": None}
+    assert stage.trace_settings(run, "hint", "p_g key", sample) == {
+        **common, "mode": "hint", "hint_bands": "softmax", "general": "p_g key"}

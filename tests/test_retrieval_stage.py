@@ -163,3 +163,17 @@ def test_stage_text_similarity_is_the_centred_cosine(data, tools, tmp_path):
     plain = stage_lib.RetrievalStage(data, config, tmp_path, tools=tools).similarity("text")
     np.testing.assert_allclose(plain(items, np.broadcast_to(items, (len(items), len(items)))),
                                cosine_similarity(text)[np.ix_(items, items)], atol=2e-5)
+
+
+def test_settings_hash_the_config_as_written_and_name_unknown_fields():
+    """The cache fingerprints hash `as_dict`: it must be the config's own dict (types included), or every
+    cached description, embedding and retrieval of an existing workdir would be computed again."""
+    config = _config()
+    typed = stage_lib.RetrievalSettings.from_config(config)
+    want = config.to_dict()
+    assert typed.as_dict() == want
+    assert {k: type(v) for k, v in typed.as_dict().items()} == {k: type(v) for k, v in want.items()}
+    assert typed.k_history == 5 and typed.lightgcn["epochs"] == 2 and typed.ssl["epochs"] == 3
+    config.k_hisotry = 3
+    with pytest.raises(ValueError, match=r"unknown retrieval config fields \['k_hisotry'\]"):
+        stage_lib.RetrievalSettings.from_config(config)

@@ -14,13 +14,14 @@ import configs.movielens
 import configs.quickstart
 import configs.test
 from rallrec_jax import pipeline, settings
-from rallrec_jax.generation import deepfm
+from rallrec_jax.generation import deepfm, finetune
 from rallrec_jax.retrieval import lightgcn, ssl
 
 
 @pytest.mark.parametrize("build,label,field", [(lightgcn.as_config, "LightGCN", "dim"),
                                               (ssl.as_config, "SSL", "hidden"),
-                                              (deepfm.DeepFMConfig.from_any, "DeepFM", "embed_dim")])
+                                              (deepfm.DeepFMConfig.from_any, "DeepFM", "embed_dim"),
+                                              (finetune.FinetuneSettings.from_config, "finetune", "k_history")])
 def test_settings_from_configdict_mapping_or_instance(build, label, field):
     default = build(None)
     from_dict = build(ml_collections.ConfigDict({field: 7}))

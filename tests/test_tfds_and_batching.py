@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from rallrec_jax import parallel
-from rallrec_jax.data import batching, ctr, readers, recipes, tfds_builders
+from rallrec_jax.data import batching, ctr, recipes, tfds_builders
+from rallrec_jax.data.readers import amazon, movielens
 
 
 @pytest.fixture(scope="module")
 def amazon_dir(shared_data, tmp_path_factory):
     folder = shared_data / "amazon-2018"
-    raw = readers.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
+    raw = amazon.read_amazon(folder / "Magazine_Subscriptions.csv", folder / "meta_Magazine_Subscriptions.json.gz",
                               category_index=1, category_depth=None)
     data = recipes.preprocess_temporal(raw, drop_items_without="category", user_core=(5, None), item_core=(2, None))
     return data.save(tmp_path_factory.mktemp("prep") / "amazon"), data
@@ -68,7 +69,7 @@ def test_a_built_copy_loads_by_name_in_a_fresh_process(tmp_path):
     (folder / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
     (folder / "ratings.dat").write_text("".join(f"{u}::{m}::{1 + (u + m) % 5}::{1000 * u + m}\n"
                                                 for u in (1, 2) for m in range(1, 9)))
-    data = recipes.preprocess_temporal(readers.read_movielens_1m(folder), min_history=2)
+    data = recipes.preprocess_temporal(movielens.read_movielens_1m(folder), min_history=2)
     prepared = data.save(tmp_path / "prep")
     builder = tfds_builders.build(prepared, tmp_path / "tfds", max_history=3)
     name = tfds_builders.dataset_name(prepared, max_history=3)

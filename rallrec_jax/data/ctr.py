@@ -40,7 +40,7 @@ class CTRData:
     options: dict  # the preprocessing options that made this (for fingerprints)
     filter_log: list  # [(step, rows or samples after it)]
     skipped: dict[str, int]  # rows the reader skipped or kept with a fix, by reason
-    accounting: dict[str, dict] = dataclasses.field(default_factory=dict)  # per read file (readers.Tally)
+    accounting: dict[str, dict] = dataclasses.field(default_factory=dict)  # per read file (readers/raw.py: Tally)
 
     # ---- access -------------------------------------------------------------------------------
     @property

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 import ml_collections
 
 from rallrec_jax import artifacts, assets, parallel
-from rallrec_jax.data import ctr, readers, recipes, tfds_builders
+from rallrec_jax.data import ctr, recipes, tfds_builders
+from rallrec_jax.data.readers import amazon, bookcrossing, movielens
+from rallrec_jax.data.readers.raw import RawDataset
 
 DATASETS = ("movielens-1m", "movielens-100k", "bookcrossing", "amazon")
 
@@ -30,18 +32,18 @@ def _source(c: Mapping):
     name = c["name"]
     if name == "movielens-1m":
         root = assets.movielens_1m_dir(c.get("data_dir") or None)
-        return readers.read_movielens_1m, (root,), [root / f for f in ("ratings.dat", "movies.dat", "users.dat")]
+        return movielens.read_movielens_1m, (root,), [root / f for f in ("ratings.dat", "movies.dat", "users.dat")]
     if name == "movielens-100k":
         root = assets.movielens_100k_dir(c.get("data_dir") or None)
-        return readers.read_movielens_100k, (root,), readers.movielens_100k_files(root)
+        return movielens.read_movielens_100k, (root,), movielens.movielens_100k_files(root)
     if name == "bookcrossing":
         root = assets.bookcrossing_dir(c.get("data_dir") or None)
-        return readers.read_bookcrossing, (root,), [root / f for f in ("BX-Book-Ratings.csv", "BX-Books.csv",
+        return bookcrossing.read_bookcrossing, (root,), [root / f for f in ("BX-Book-Ratings.csv", "BX-Books.csv",
                                                                        "BX-Users.csv")]
     if name == "amazon":
         ratings, meta = assets.amazon_files(c["amazon_category"], c.get("data_dir") or None,
                                             c.get("ratings_file", ""), c.get("meta_file", ""))
-        return (readers.read_amazon, (ratings, meta, c["category_index"], c["category_depth"] or None),
+        return (amazon.read_amazon, (ratings, meta, c["category_index"], c["category_depth"] or None),
                 [ratings, meta])
     raise ValueError(f"data.name {name!r} is not one of {DATASETS}")
 
@@ -58,7 +60,7 @@ def data_fingerprint(config: Mapping) -> str:
     return artifacts.fingerprint(input_identity(config))
 
 
-def read_raw(config: Mapping) -> readers.RawDataset:
+def read_raw(config: Mapping) -> RawDataset:
     """Reads the official files named by a data config (fetching them where that is possible)."""
     reader, args, _ = _source(_as_dict(config))
     return reader(*args)
@@ -68,7 +70,7 @@ def _core(lo: int, hi: int):
     return (lo, hi or None) if lo or hi else None
 
 
-def preprocess(raw: readers.RawDataset, config: Mapping) -> ctr.CTRData:
+def preprocess(raw: RawDataset, config: Mapping) -> ctr.CTRData:
     c = _as_dict(config)
     if c["name"] == "bookcrossing":
         selection = (c["item_selection_user_min"], c["item_selection_user_max"] or None,

@@ -10,13 +10,13 @@ Two families, as the official notebooks:
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import random
 
 import numpy as np
 
 from rallrec_jax.data.ctr import CTRData
-from rallrec_jax.data.readers import RawDataset
+from rallrec_jax.data.readers.raw import RawDataset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +82,80 @@ def _split_sizes(n: int, fractions) -> tuple[int, int, int]:
     return n_train, n_valid, n - n_train - n_valid
 
 
+def _indexed(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct ids in their natural sort, each row's index into them)."""
+    return _renumber(*_inverse(ids))
+
+
+def _renumber(keys: np.ndarray, inv: np.ndarray):
+    """Indices in the order of the ids' natural sort (numeric for MovieLens)."""
+    order = np.argsort(_id_sort_key(keys), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return keys[order], rank[inv]
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-user sequences: what both recipes cut samples from
+
+
+@dataclasses.dataclass(frozen=True)
+class UserSequences:
+    """Every user's interactions as one sequence, users in index order.
+
+    `rows` [E]: interaction rows in sequence order (user 0's sequence, then user 1's, ...); `offsets` [U+1]:
+    where each user's sequence starts in `rows`; `counts` [U]: its length; `position` [E]: each row's place in
+    its user's sequence (indexed by row)."""
+    rows: np.ndarray
+    offsets: np.ndarray
+    counts: np.ndarray
+    position: np.ndarray
+
+    def last_rows(self, users: np.ndarray) -> np.ndarray:
+        """The row that ends each of `users`' sequences (the Book-Crossing target)."""
+        return self.rows[self.offsets[users + 1] - 1]
+
+
+def user_sequences(user_idx: np.ndarray, num_users: int, shuffle: random.Random | None = None) -> UserSequences:
+    """Rows grouped by user, each user's rows kept in their given order (the temporal recipe passes them in
+    time order); with `shuffle`, each user's rows are shuffled by that one RNG, users in index order, as the
+    Book-Crossing notebook's set_seed(42) + random.shuffle loop."""
+    rows = np.argsort(user_idx, kind="stable")
+    counts = np.bincount(user_idx, minlength=num_users)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if shuffle is not None:
+        for u in range(num_users):
+            mine = rows[offsets[u]:offsets[u + 1]].tolist()
+            shuffle.shuffle(mine)
+            rows[offsets[u]:offsets[u + 1]] = mine
+    position = np.empty(len(user_idx), np.int64)
+    position[rows] = np.arange(len(user_idx)) - np.repeat(offsets[:-1], counts)
+    return UserSequences(rows, offsets, counts, position)
+
+
+def _samples(rows: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray, rating: np.ndarray, stamp: np.ndarray,
+             seq: UserSequences, positive_min_rating: int) -> dict[str, np.ndarray]:
+    """The CTR samples whose targets are `rows`: user, position in the user's sequence, item, rating, label
+    (rating >= positive_min_rating) and timestamp. The history of a sample is its sequence before `position`."""
+    return {"user": user_idx[rows].astype(np.int32), "position": seq.position[rows].astype(np.int32),
+            "item": item_idx[rows].astype(np.int32), "rating": rating[rows].astype(np.int32),
+            "label": (rating[rows] >= positive_min_rating).astype(np.int8), "timestamp": stamp[rows]}
+
+
+def _store(raw: RawDataset, keys: tuple[np.ndarray, np.ndarray], item_idx: np.ndarray, rating: np.ndarray,
+           stamp: np.ndarray, seq: UserSequences, samples: dict, options: dict, log: list,
+           has_timestamps: bool) -> CTRData:
+    """The CTRData of a recipe: (item keys, user keys), their text tables, and the users' sequences."""
+    item_keys, user_keys = keys
+    item_fields, user_fields = _tables(raw, item_keys, user_keys)
+    return CTRData(
+        name=raw.name, item_ids=item_keys, item_fields=item_fields, user_ids=user_keys, user_fields=user_fields,
+        seq_offsets=seq.offsets, seq_item=item_idx[seq.rows].astype(np.int32),
+        seq_rating=rating[seq.rows].astype(np.int32), seq_timestamp=stamp[seq.rows].astype(np.int64),
+        samples=samples, has_timestamps=has_timestamps, options=options, filter_log=log, skipped=dict(raw.skipped),
+        accounting=dict(raw.accounting))
+
+
 # --------------------------------------------------------------------------------------------------
 # Temporal data sets: MovieLens and Amazon
 
@@ -136,50 +210,22 @@ def preprocess_temporal(
     order = np.lexsort((_id_sort_key(item), _id_sort_key(user), stamp), axis=-1)
     user, item, rating, stamp = user[order], item[order], rating[order], stamp[order]
 
-    item_keys, item_idx = _inverse(item)
-    user_keys, user_idx = _inverse(user)
-    item_keys, item_idx = _renumber(item_keys, item_idx)
-    user_keys, user_idx = _renumber(user_keys, user_idx)
-    num_users = len(user_keys)
+    item_keys, item_idx = _indexed(item)
+    user_keys, user_idx = _indexed(user)
+    seq = user_sequences(user_idx, len(user_keys))  # rows are in global time order: so is each sequence
 
-    # Position of each row within its user's sequence (rows are in global time order).
-    by_user = np.argsort(user_idx, kind="stable")  # rows grouped by user, time order kept
-    counts = np.bincount(user_idx, minlength=num_users)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    position = np.empty(len(user_idx), np.int64)
-    position[by_user] = np.arange(len(user_idx)) - np.repeat(offsets[:-1], counts)
-
-    sample_rows = np.flatnonzero(position >= min_history)  # global time order
+    sample_rows = np.flatnonzero(seq.position >= min_history)  # global time order
     log.append((f"samples with history >= {min_history}", int(len(sample_rows))))
     n_train, n_valid, _ = _split_sizes(len(sample_rows), split_fractions)
     bounds = {"train": (0, n_train), "validation": (n_train, n_train + n_valid),
               "test": (n_train + n_valid, len(sample_rows))}
-    samples = {}
-    for split, (a, b) in bounds.items():
-        rows = sample_rows[a:b]
-        samples[split] = {
-            "user": user_idx[rows].astype(np.int32), "position": position[rows].astype(np.int32),
-            "item": item_idx[rows].astype(np.int32), "rating": rating[rows].astype(np.int32),
-            "label": (rating[rows] >= positive_min_rating).astype(np.int8), "timestamp": stamp[rows],
-        }
-    item_fields, user_fields = _tables(raw, item_keys, user_keys)
+    samples = {split: _samples(sample_rows[a:b], user_idx, item_idx, rating, stamp, seq, positive_min_rating)
+               for split, (a, b) in bounds.items()}
     options = dict(kind="temporal", positive_min_rating=positive_min_rating, min_history=min_history,
                    user_core=user_core, item_core=item_core, top_items=top_items,
                    drop_items_without=drop_items_without, split_fractions=list(split_fractions))
-    return CTRData(
-        name=raw.name, item_ids=item_keys, item_fields=item_fields, user_ids=user_keys, user_fields=user_fields,
-        seq_offsets=offsets, seq_item=item_idx[by_user].astype(np.int32),
-        seq_rating=rating[by_user].astype(np.int32), seq_timestamp=stamp[by_user].astype(np.int64),
-        samples=samples, has_timestamps=True, options=options, filter_log=log, skipped=dict(raw.skipped),
-        accounting=dict(raw.accounting))
-
-
-def _renumber(keys: np.ndarray, inv: np.ndarray):
-    """Indices in the order of the ids' natural sort (numeric for MovieLens)."""
-    order = np.argsort(_id_sort_key(keys), kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return keys[order], rank[inv]
+    return _store(raw, (item_keys, user_keys), item_idx, rating, stamp, seq, samples, options, log,
+                  has_timestamps=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +260,7 @@ def preprocess_bookcrossing(
         keep = np.fromiter((i in books for i in item), bool, len(item))
         user, item, rating = user[keep], item[keep], rating[keep]
         log.append(("ratings on the selected books", int(keep.sum())))
-    user_keys, user_inv = _renumber(*_inverse(user))
+    user_keys, user_inv = _indexed(user)
     counts = np.bincount(user_inv, minlength=len(user_keys))
     keep = counts[user_inv] >= min_user_ratings
     user, item, rating = user[keep], item[keep], rating[keep]
@@ -222,21 +268,13 @@ def preprocess_bookcrossing(
     if len(user) == 0:
         raise ValueError(f"{raw.name}: no ratings left after the filters {log}")
 
-    item_keys, item_idx = _renumber(*_inverse(item))
-    user_keys, user_idx = _renumber(*_inverse(user))
-    # Per user, in ascending user id order, shuffle the user's (book, rating) list with one RNG
-    # seeded once, as the notebook's set_seed(42) + random.shuffle loop.
+    item_keys, item_idx = _indexed(item)
+    user_keys, user_idx = _indexed(user)
+    stamp = np.zeros(len(user), np.int64)  # the dump has no time
+    # Per user, in ascending user id order, the user's (book, rating) list shuffled with one RNG seeded once;
+    # the same RNG then shuffles the samples.
     rng = random.Random(seed)
-    by_user = np.argsort(user_idx, kind="stable")
-    counts = np.bincount(user_idx, minlength=len(user_keys))
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    seq_rows = np.empty(len(user_idx), np.int64)
-    for u in range(len(user_keys)):
-        rows = by_user[offsets[u]:offsets[u + 1]].tolist()
-        rng.shuffle(rows)
-        seq_rows[offsets[u]:offsets[u + 1]] = rows
-    seq_item = item_idx[seq_rows].astype(np.int32)
-    seq_rating = rating[seq_rows].astype(np.int32)
+    seq = user_sequences(user_idx, len(user_keys), shuffle=rng)
 
     shuffled = list(range(len(user_keys)))
     rng.shuffle(shuffled)
@@ -246,24 +284,12 @@ def preprocess_bookcrossing(
     n_valid = int(round(n_trainval * valid_fraction))
     bounds = {"train": (0, n_trainval - n_valid), "validation": (n_trainval - n_valid, n_trainval),
               "test": (n_trainval, len(sample_users))}
-    samples = {}
-    for split, (a, b) in bounds.items():
-        users = sample_users[a:b]
-        last = offsets[users + 1] - 1
-        samples[split] = {
-            "user": users.astype(np.int32), "position": (counts[users] - 1).astype(np.int32),
-            "item": seq_item[last], "rating": seq_rating[last],
-            "label": (seq_rating[last] >= positive_min_rating).astype(np.int8),
-            "timestamp": np.zeros(len(users), np.int64),
-        }
+    # One sample per user: the last element of the user's shuffled list is the target.
+    samples = {split: _samples(seq.last_rows(sample_users[a:b]), user_idx, item_idx, rating, stamp, seq,
+                               positive_min_rating) for split, (a, b) in bounds.items()}
     log.append(("samples (one per user)", len(sample_users)))
-    item_fields, user_fields = _tables(raw, item_keys, user_keys)
     options = dict(kind="bookcrossing", positive_min_rating=positive_min_rating,
                    item_selection_core=item_selection_core, min_user_ratings=min_user_ratings, seed=seed,
                    test_fraction=test_fraction, valid_fraction=valid_fraction)
-    return CTRData(
-        name=raw.name, item_ids=item_keys, item_fields=item_fields, user_ids=user_keys, user_fields=user_fields,
-        seq_offsets=offsets, seq_item=seq_item, seq_rating=seq_rating,
-        seq_timestamp=np.zeros(len(seq_item), np.int64), samples=samples, has_timestamps=False,
-        options=options, filter_log=log, skipped=dict(raw.skipped),
-        accounting=dict(raw.accounting))
+    return _store(raw, (item_keys, user_keys), item_idx, rating, stamp, seq, samples, options, log,
+                  has_timestamps=False)

@@ -7,6 +7,7 @@ Prompts are scored in length-sorted, length-bucketed batches by the LLM core's `
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -18,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from rallrec_jax import artifacts, checkpoint, console, metrics
+from rallrec_jax import artifacts, checkpoint, console, metrics, settings
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import predictions
@@ -28,6 +29,24 @@ from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm.model import Llm
 from rallrec_jax.llm.scoring import Scorer
 from rallrec_jax.llm.sharding import shard_model
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings:
+    """`config.evaluate` (configs/base_generation.py, where each field is explained), typed and read once at the
+    top of `evaluate` (and of the reasoning stage, whose P_G and traces read the same rows and prompts)."""
+    split: str = "test"
+    order: str = "simple"
+    k_history: int = 30
+    max_prompt_tokens: int = 2048  # 0 = no limit
+    batch_size: int = 8
+    double_softmax: bool = False
+    adapters: str = ""  # "" = zero-shot; "best" = the finetune run's best adapters; or a folder
+    min_bucket: int = 16
+
+    @classmethod
+    def from_config(cls, config) -> EvaluateSettings:
+        return settings.from_config(cls, config, "evaluate")
 
 
 def score_examples(model: Llm, tokenizer, examples: Sequence[ex_lib.Example], *, batch_size: int = 8,
@@ -87,7 +106,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, adap
 
     `adapters`: None/"" zero-shot, "best" the finetune run's best adapters, or a folder of saved adapters
     (default config.evaluate.adapters). `histories` adds retrieval orders (`high`, `rerank`, ...)."""
-    e = config.evaluate
+    e = EvaluateSettings.from_config(config.evaluate)
     order = order or e.order
     split = split or e.split
     adapters = e.adapters if adapters is None else adapters

@@ -129,26 +129,6 @@ def build_examples(builder: ExampleBuilder, split: str, rows: Sequence[int],
     return [builder.build(split, int(r), histories[o](split, int(r)), o, with_answer) for r in rows for o in orders]
 
 
-def training_plan(num_train: int, sample_size: int, train_size: int, available_orders: Sequence[str],
-                  seed: int = 42) -> tuple[list[int], list[str]]:
-    """Which train rows and orders make the instruction-tuning set, as the official pipeline (spec 1.6).
-
-    `sample_size` rows are drawn with `random.seed(seed)` (8192 for ML-1M/Amazon, 256 for BookCrossing);
-    when retrieval supplies `high` and `sequential`, every row gets the `mixed` variants
-    [high, sequential, simple], else `simple` alone. `train_size` > 0 keeps the first `train_size` prompts
-    of that interleaved list (official: 1024 plain, doubled for mixed), i.e. the first
-    ceil(train_size / variants) rows. Returns (rows, orders) for `build_examples`, and the caller truncates
-    to `train_size` prompts.
-    """
-    rows = prompts.sample_training_indices(num_train, min(sample_size, num_train) if sample_size else num_train,
-                                           seed)
-    mixed = all(o in available_orders for o in ("high", "sequential", "simple"))
-    orders = ["high", "sequential", "simple"] if mixed else ["simple"]
-    if train_size:
-        rows = rows[:-(-train_size // len(orders))]
-    return rows, orders
-
-
 def dropped_report(examples: Sequence[Example]) -> dict:
     """How many prompts lost history items to the context limit (reported, never silent)."""
     dropped = np.array([e.dropped for e in examples], np.int64)

@@ -43,8 +43,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rallrec_jax import artifacts, checkpoint, console, metrics, parallel
+from rallrec_jax import settings as settings_lib
 from rallrec_jax.data import batching, sampling
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation import training_rows
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
 from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.llm import lora as lora_lib
@@ -138,6 +140,55 @@ class TrainSettings:
     @property
     def num_micro(self) -> int:
         return self.effective_batch // self.micro_batch
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """`config.finetune` (configs/base_generation.py, where each field is explained), typed and read once at the
+    stage's top (`from_config`).
+
+    `train` holds the fields the Trainer's step depends on; it stays its own dataclass because the run identity
+    hashes exactly its fields (identity.json), so a run recorded before these settings existed still resumes.
+    The rest says which examples to build, how long to train, how to validate and when to stop."""
+    train: TrainSettings = TrainSettings()
+    run_name: str = ""  # read from the ConfigDict by inputs.run_dir (it names the run folder)
+    k_history: int = 30  # K most recent items of the `simple` order
+    max_prompt_tokens: int = 2048  # 0 = no limit
+    sample_size: int = 8192  # train rows drawn with random.seed(sample_seed) (training_rows.py)
+    sample_seed: int = 42
+    train_size: int = 0  # the first N prompts of the (mixed) set; 0 = all
+    epochs: int = 20
+    max_steps: int = 0  # 0 = epochs * ceil(N / effective_batch)
+    eval_every: int = 0  # steps between validations; 0 = once per epoch
+    eval_size: int = 1000  # validation rows early stopping reads, drawn as eval_sample (data/sampling.py)
+    eval_sample: str = "stratified"
+    eval_user_cap: int = 10
+    eval_seed: int = 0
+    eval_order: str = "simple"
+    early_stopping_metric: str = "eval_loss"  # or "eval_auc"
+    patience: int = 5  # evaluations without improvement; 0 = never stop early
+    checkpoint_every: int = 0  # extra checkpoints between evaluations; 0 = only at evaluations and the end
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, config) -> FinetuneSettings:
+        """From the flat `config.finetune` section: its TrainSettings fields go to `train`, the rest here; a
+        field neither knows is an error naming it."""
+        if isinstance(config, cls):
+            return config
+        values = settings_lib.config_values(config)
+        step_fields = settings_lib.field_names(TrainSettings)
+        settings_lib.check_known(values, step_fields | settings_lib.field_names(cls) - {"train"}, "finetune")
+        train = TrainSettings(**{k: v for k, v in values.items() if k in step_fields})
+        return cls(train=train, **{k: v for k, v in values.items() if k not in step_fields})
+
+    def loop(self, num_examples: int) -> LoopConfig:
+        """The loop over `num_examples` training examples: `max_steps`, else `epochs` passes; one validation
+        per epoch unless `eval_every` says otherwise."""
+        epoch = steps_per_epoch(num_examples, self.train.effective_batch)
+        return LoopConfig(total_steps=self.max_steps or self.epochs * epoch, eval_every=self.eval_every or epoch,
+                          checkpoint_every=self.checkpoint_every, patience=self.patience,
+                          metric=self.early_stopping_metric, progress=self.progress)
 
 
 def lr_schedule(settings: TrainSettings, total_steps: int) -> optax.Schedule:
@@ -478,6 +529,70 @@ def _align_best(trainer: Trainer, best_dir: pathlib.Path, mgr, abstract, start: 
     logging.warning("finetune: rebuilt the best adapters of step %d under %s from its checkpoint", best_step, best_dir)
 
 
+def data_position(step: int, num_examples: int, settings: TrainSettings) -> dict[str, np.ndarray]:
+    """Where the data stream stands after `step` updates (the next batch is (epoch, batch) of the (seed, epoch)
+    permutation), with what defines that stream: the checkpoint's "position"."""
+    epoch, within = divmod(step, steps_per_epoch(num_examples, settings.effective_batch))
+    return {k: np.asarray(v, np.int64) for k, v in {
+        "step": step, "epoch": epoch, "batch_in_epoch": within, "num_examples": num_examples,
+        "effective_batch": settings.effective_batch, "seed": settings.seed}.items()}
+
+
+def _state_tree(lora, opt_state, track, position) -> dict:
+    """The checkpoint tree: the keys every run writes and resumes ("lora", "opt", "track", "position")."""
+    return {"lora": _flat(lora), "opt": _flat(opt_state), "track": track, "position": position}
+
+
+def _resume(trainer: Trainer, mgr, run_dir: pathlib.Path, best_dir: pathlib.Path, lora, opt_state,
+            stopping: EarlyStopping, identity: Mapping, num_examples: int) -> tuple[int, nnx.State, optax.OptState]:
+    """(step, adapters, optimizer state) of the newest good checkpoint, with `stopping` restored and `best/`
+    aligned to it; an error when the checkpoints belong to another run or another data stream."""
+    s = trainer.settings
+    check_resume_identity(run_dir, identity)
+    abstract = _state_tree(lora, opt_state, EarlyStopping.abstract_arrays(), data_position(0, num_examples, s))
+    start, restored = checkpoint.restore_newest_good(mgr, abstract)
+    lora = _unflat(lora, restored["lora"])
+    opt_state = _unflat(opt_state, restored["opt"])
+    stopping.restore(restored["track"])
+    start = int(start)
+    pos = restored["position"]
+    if int(pos["num_examples"]) != num_examples or int(pos["effective_batch"]) != s.effective_batch:
+        raise ValueError(
+            f"{run_dir / 'checkpoints'}: the checkpoint was made with {int(pos['num_examples'])} training examples "
+            f"and effective batch {int(pos['effective_batch'])}, this run has {num_examples} and "
+            f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
+    _align_best(trainer, best_dir, mgr, abstract, start, stopping.best_step, lora)
+    logging.info("finetune: resumed from step %d (%s)", start, run_dir / "checkpoints")
+    return start, lora, opt_state
+
+
+def _check_finite(loss: float, grad_norm: float, step: int, epoch: int, within: int, mgr,
+                  ckpt_dir: pathlib.Path) -> None:
+    """Stops the run on a non-finite loss or gradient, naming the step and the last good checkpoint. Steps are
+    numbered 1.. as in metrics.jsonl (checkpoint k = state after k updates); the bad state is never saved."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    last = mgr.latest_step()
+    raise FloatingPointError(
+        f"finetune: the training loss is {loss} (gradient norm {grad_norm}) at step {step + 1} "
+        f"(epoch {epoch}, batch {within}); stopped. The last good checkpoint is "
+        + (f"step {last} under {ckpt_dir}" if last is not None else "none (no checkpoint was written)"))
+
+
+def _evaluate_and_keep_best(trainer: Trainer, lora, eval_examples: Sequence[ex_lib.Example], pad_id: int,
+                            loop: LoopConfig, stopping: EarlyStopping, step: int, best_dir: pathlib.Path,
+                            log: MetricsLog) -> dict:
+    """Validates the adapters of `step`, updates early stopping, writes them to `best/` when they are the best
+    so far, and logs the evaluation. Returns the evaluation's metrics."""
+    result = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
+    value = result[loop.metric] if loop.metric in result else math.nan
+    if stopping.update(value, step):
+        nnx.update(trainer.model, trainer._copy(lora))
+        checkpoint.save_adapters(best_dir, step, trainer.model, max_to_keep=1)
+    log.write({"step": step, **result, "best_step": stopping.best_step, "evals_without_improvement": stopping.bad})
+    return result
+
+
 def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_examples: Sequence[ex_lib.Example],
                loop: LoopConfig, run_dir: str | os.PathLike, pad_id: int, stop_at: int | None = None,
                identity: Mapping | None = None) -> dict:
@@ -500,40 +615,17 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
     mgr = checkpoint.manager(ckpt_dir, max_to_keep=2)
     lora, opt_state = trainer.initial_state()
     stopping = EarlyStopping.for_metric(loop.metric, loop.patience)
-
-    def position(step: int) -> dict[str, np.ndarray]:
-        """Where the data stream stands after `step` updates (the next batch is (epoch, batch) of the
-        (seed, epoch) permutation), with what defines that stream."""
-        epoch, within = divmod(step, steps_per_epoch(len(train_examples), s.effective_batch))
-        return {k: np.asarray(v, np.int64) for k, v in {
-            "step": step, "epoch": epoch, "batch_in_epoch": within, "num_examples": len(train_examples),
-            "effective_batch": s.effective_batch, "seed": s.seed}.items()}
     start = 0
     full_identity = loop_identity(trainer, loop, train_examples, eval_examples, identity)
     if mgr.latest_step() is not None:
-        check_resume_identity(run_dir, full_identity)
-        abstract = {"lora": _flat(lora), "opt": _flat(opt_state),
-                    "track": EarlyStopping.abstract_arrays(), "position": position(0)}
-        start, restored = checkpoint.restore_newest_good(mgr, abstract)
-        lora = _unflat(lora, restored["lora"])
-        opt_state = _unflat(opt_state, restored["opt"])
-        stopping.restore(restored["track"])
-        start = int(start)
-        pos = restored["position"]
-        if int(pos["num_examples"]) != len(train_examples) or int(pos["effective_batch"]) != s.effective_batch:
-            raise ValueError(
-                f"{ckpt_dir}: the checkpoint was made with {int(pos['num_examples'])} training examples and "
-                f"effective batch {int(pos['effective_batch'])}, this run has {len(train_examples)} and "
-                f"{s.effective_batch}; its data position would not match. Use another run_name or workdir.")
-        _align_best(trainer, best_dir, mgr, abstract, start, stopping.best_step, lora)
-        logging.info("finetune: resumed from step %d (%s)", start, ckpt_dir)
+        start, lora, opt_state = _resume(trainer, mgr, run_dir, best_dir, lora, opt_state, stopping, full_identity,
+                                         len(train_examples))
     elif is_main:
         artifacts.atomic_write_json(run_dir / "identity.json", full_identity)
 
     def save(step: int):
-        tree = {"lora": _flat(lora), "opt": _flat(opt_state),
-                "track": stopping.to_arrays(), "position": position(step)}
-        checkpoint.save(mgr, step, tree)
+        checkpoint.save(mgr, step, _state_tree(lora, opt_state, stopping.to_arrays(),
+                                               data_position(step, len(train_examples), s)))
 
     end = loop.total_steps if stop_at is None else min(loop.total_steps, int(stop_at))
     bar = console.progress(loop.total_steps, "finetune", initial=start, unit="step", enabled=loop.progress)
@@ -548,31 +640,18 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             loss = float(stats["loss"])  # syncs: the step is finished
             grad_norm = float(stats["grad_norm"])
             dt = time.perf_counter() - t0
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                # Steps are numbered 1.. as in metrics.jsonl (checkpoint k = state after k updates). The state
-                # this step produced is never saved.
-                last = mgr.latest_step()
-                raise FloatingPointError(
-                    f"finetune: the training loss is {loss} (gradient norm {grad_norm}) at step {step + 1} "
-                    f"(epoch {epoch}, batch {within}); stopped. The last good checkpoint is "
-                    + (f"step {last} under {ckpt_dir}" if last is not None else "none (no checkpoint was written)"))
+            _check_finite(loss, grad_norm, step, epoch, within, mgr, ckpt_dir)
             step += 1
             real = sum(r is not None for r in rows)
-            record = {"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
-                      "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
-                      "examples_per_s": real / dt, "bucket": length}
             if step % loop.log_every == 0 or step == end:
-                log.write(record)
+                log.write({"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
+                           "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
+                           "examples_per_s": real / dt, "bucket": length})
             bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}", refresh=False)  # drawn by update()
             bar.update(1)
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
-                last_eval = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
-                value = last_eval[loop.metric] if loop.metric in last_eval else math.nan
-                if stopping.update(value, step):
-                    nnx.update(trainer.model, trainer._copy(lora))
-                    checkpoint.save_adapters(best_dir, step, trainer.model, max_to_keep=1)
-                log.write({"step": step, **last_eval, "best_step": stopping.best_step,
-                           "evals_without_improvement": stopping.bad})
+                last_eval = _evaluate_and_keep_best(trainer, lora, eval_examples, pad_id, loop, stopping, step,
+                                                    best_dir, log)
                 save(step)
             elif loop.checkpoint_every and step % loop.checkpoint_every == 0:
                 save(step)
@@ -598,14 +677,6 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
 
 
 # ----------------------------------------------------------------------------- library entry point
-def settings_from_config(c: Mapping) -> TrainSettings:
-    return TrainSettings(learning_rate=c["learning_rate"], b1=c["b1"], b2=c["b2"], eps=c["eps"],
-                         weight_decay=c["weight_decay"], effective_batch=c["effective_batch"],
-                         micro_batch=c["micro_batch"], seed=c["seed"], min_bucket=c["min_bucket"],
-                         eval_batch=c["eval_batch"], double_softmax=c.get("double_softmax", False),
-                         remat=c.get("remat", TrainSettings.remat))
-
-
 def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
              histories: Mapping[str, ex_lib.HistoryFn] | None = None, data=None, model: Llm | None = None,
              tokenizer=None, mesh: Mesh | None = None, stop_at: int | None = None,
@@ -619,12 +690,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
     `identity` adds what the histories depend on to the run's identity (see `run_dir`)."""
     from rallrec_jax.llm import tokenizer as tok_lib
 
-    f = config.finetune
+    f = FinetuneSettings.from_config(config.finetune)
     mesh, data, model, tokenizer, orders = stage_inputs(config, workdir, f.k_history, histories, data, model,
                                                         tokenizer, mesh)
     builder = ex_lib.ExampleBuilder(data, tokenizer, f.max_prompt_tokens or None)
-    rows, order_names = ex_lib.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
-                                             list(orders), f.sample_seed)
+    rows, order_names = training_rows.training_plan(data.num_samples("train"), f.sample_size, f.train_size,
+                                                    list(orders), f.sample_seed)
     train = ex_lib.build_examples(builder, "train", rows, orders, order_names)
     if f.train_size:
         train = train[:f.train_size]
@@ -640,14 +711,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                   "validation_sample": val_sample.summary(), "orders": order_names, "train_rows": len(rows)}
         artifacts.atomic_write_json(out_dir / "examples.json", report)
         logging.info("finetune examples: %s", report)
-    settings = settings_from_config(f)
-    total = f.max_steps or f.epochs * steps_per_epoch(len(train), settings.effective_batch)
-    model = lora_lib.apply_lora(model, lora_config(config.lora), rngs=nnx.Rngs(settings.seed))
-    trainer = Trainer(model, settings, total, mesh, yes_no=tok_lib.yes_no_ids(tokenizer))
-    loop = LoopConfig(total_steps=total,
-                      eval_every=f.eval_every or steps_per_epoch(len(train), settings.effective_batch),
-                      checkpoint_every=f.checkpoint_every, patience=f.patience, metric=f.early_stopping_metric,
-                      progress=f.progress)
+    loop = f.loop(len(train))
+    model = lora_lib.apply_lora(model, lora_config(config.lora), rngs=nnx.Rngs(f.train.seed))
+    trainer = Trainer(model, f.train, loop.total_steps, mesh, yes_no=tok_lib.yes_no_ids(tokenizer))
     summary = train_loop(trainer, train, val, loop, out_dir, int(tokenizer.pad_token_id), stop_at=stop_at,
                          identity=run_identity(config, identity))
     summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names,

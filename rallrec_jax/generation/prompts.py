@@ -1,4 +1,4 @@
-"""CTR prompts assembled for one prepared data set, and the official draw of instruction-tuning rows.
+"""CTR prompts assembled for one prepared data set (the draw of instruction-tuning rows: training_rows.py).
 
 A prompt is built from a sample's profile, its target, and an *ordered* history: the list of
 (item, rating, position) that retrieval chose (entries: data/histories.py; retrieved orders:
@@ -9,12 +9,12 @@ model's context can drop the *oldest* items first.
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable, Sequence
 
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.data.histories import HistoryEntry
 from rallrec_jax.prompts.ctr import ORDERS, history_list, template_for
+
 
 @dataclasses.dataclass
 class Prompt:
@@ -70,23 +70,3 @@ class PromptBuilder:
             raise ValueError(f"{split} sample {index}: the prompt exceeds {max_tokens} tokens even with no "
                              f"history ({count_tokens(self.text(split, index, [], order))} tokens)")
         return Prompt(best[0], label, best[1], best[2])
-
-
-def sample_training_indices(num_train: int, count: int, seed: int = 42) -> list[int]:
-    """The official `random.seed(42); random.sample(range(N), n)` draw of instruction-tuning rows."""
-    if count > num_train:
-        raise ValueError(f"asked for {count} training rows, the train split has {num_train}")
-    rng = random.Random(seed)
-    return rng.sample(range(num_train), count)
-
-
-def mixed_training_set(indices: Sequence[int], variants: dict[str, Sequence]) -> list:
-    """Interleave, per sampled row, its prompt variants in the official order [high, sequential, simple]
-    (the `mixed` set); `variants` maps order name -> per-row prompts aligned with `indices`."""
-    names = [n for n in ("high", "sequential", "simple") if n in variants]
-    if not names:
-        raise ValueError(f"no known prompt variants in {sorted(variants)}")
-    for n in names:
-        if len(variants[n]) != len(indices):
-            raise ValueError(f"variant {n!r} has {len(variants[n])} prompts for {len(indices)} rows")
-    return [variants[n][k] for k in range(len(indices)) for n in names]

@@ -42,6 +42,7 @@ from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import prompts as prompt_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.reasoning import analysis, hints, merge, traces
+from rallrec_jax.reasoning.settings import ReasoningRun, ReasoningSettings
 from rallrec_jax.prompts import reasoning as reasoning_prompts
 
 MODES = ("plain", "hint")
@@ -52,44 +53,46 @@ def _root(workdir) -> pathlib.Path:
     return checkpoint.absolute(workdir) / "reasoning"
 
 
+def _evaluation_sample(run: ReasoningRun, data) -> sampling.EvalSample:
+    """The rows every table row is scored on (`sampling.evaluation_sample` of the run config)."""
+    return sampling.split_sample(data, run.evaluate.split, run.sample)
 
-def reasoning_rows(config, data) -> list[int]:
+
+def reasoning_rows(run: ReasoningRun, data) -> list[int]:
     """The test row ids reasoning scores: the first `reasoning.num_rows` (0 = all) rows of the evaluation sample
     (`sampling.evaluation_sample`), in the sample's order; a prefix of a user-stratified sample is one itself."""
-    return sampling.evaluation_sample(data, config).prefix(int(config.reasoning.num_rows or 0)).rows.tolist()
+    return _evaluation_sample(run, data).prefix(int(run.reasoning.num_rows or 0)).rows.tolist()
 
 
-def num_rows(config, data) -> int:
-    """How many rows reasoning scores (`reasoning_rows`)."""
-    return len(reasoning_rows(config, data))
-
-
-def _sample_settings(config, data) -> dict:
+def _sample_settings(run: ReasoningRun, data) -> dict:
     """What decides which row sits at each sample position (not the size: a longer sample extends a shorter)."""
-    s = sampling.evaluation_sample(data, config).prefix(1)
+    s = _evaluation_sample(run, data).prefix(1)
     return {"split": s.split, "how": s.how, "seed": s.seed, "user_cap": s.user_cap}
 
 
 # ------------------------------------------------------------------------------------------- P_G
 
 
-def general_settings(config, n: int, sample: dict | None = None) -> dict:
-    e = config.evaluate
+def general_settings(run: ReasoningRun, n: int, sample: dict | None = None) -> dict:
+    """What P_G depends on (general.json's fingerprint)."""
+    e = run.evaluate
     return {"rows": n, "sample": sample, "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": e.max_prompt_tokens, "double_softmax": bool(e.double_softmax),
-            "adapters": e.adapters, "model": config.model.path,
-            "model_files": artifacts.model_identity(config.model.path), "data": config.data.to_dict()}
+            "adapters": e.adapters, "model": run.model_path,
+            "model_files": artifacts.model_identity(run.model_path), "data": run.data}
 
 
-def general_predictions(config, workdir, data, *, histories=None, model=None, tokenizer=None, mesh=None) -> dict:
+def general_predictions(config, run: ReasoningRun, workdir, data, *, histories=None, model=None, tokenizer=None,
+                        mesh=None) -> dict:
     """P_G [N] for the N reasoning rows (`reasoning_rows`), with labels, row ids and seconds; computed by
-    `evaluate.evaluate` once and then read from reasoning/general.{json,npy} while the settings match."""
+    `evaluate.evaluate` once and then read from reasoning/general.{json,npy} while the settings match.
+    `config` (the whole run config) is only handed on to the generation stage, which reads its own settings."""
     from rallrec_jax.generation import evaluate as eval_lib
     from rallrec_jax.generation.inputs import load_base
 
-    rows = reasoning_rows(config, data)
+    rows = reasoning_rows(run, data)
     n = len(rows)
-    settings = general_settings(config, n, _sample_settings(config, data))
+    settings = general_settings(run, n, _sample_settings(run, data))
     root = _root(workdir)
     meta_path, npy_path = root / "general.json", root / "general.npy"
     if meta_path.is_file() and npy_path.is_file():
@@ -120,16 +123,17 @@ def general_predictions(config, workdir, data, *, histories=None, model=None, to
 # ------------------------------------------------------------------------------------------- traces
 
 
-def trace_settings(config, mode: str, n: int, general_fp: str | None, sample: dict | None = None) -> dict:
-    r, e = config.reasoning, config.evaluate
-    del n  # rows are independent (seeded by their batch), so a run may be extended or cut short
-    return {"mode": mode, "sample": sample, "hint_bands": hint_bands(config) if mode == "hint" else None,
+def trace_settings(run: ReasoningRun, mode: str, general_fp: str | None, sample: dict | None = None) -> dict:
+    """What one mode's traces depend on (meta.json's fingerprint). Not the number of rows: rows are independent
+    (seeded by their batch), so a run may be extended or cut short."""
+    r, e = run.reasoning, run.evaluate
+    return {"mode": mode, "sample": sample, "hint_bands": hint_bands(run) if mode == "hint" else None,
             "split": e.split, "order": e.order, "k_history": e.k_history,
             "max_prompt_tokens": r.max_prompt_tokens, "llm": r.llm_path,
             "llm_files": artifacts.model_identity(r.llm_path), "num_traces": r.num_traces,
             "temperature": r.temperature, "top_p": r.top_p, "top_k": r.top_k, "max_new_tokens": r.max_new_tokens,
             "seed": r.seed, "prompts_per_batch": r.prompts_per_batch, "official_prompt": bool(r.official_prompt),
-            "general": general_fp if mode == "hint" else None, "data": config.data.to_dict()}
+            "general": general_fp if mode == "hint" else None, "data": run.data}
 
 
 def read_records(path: pathlib.Path, repair: bool = False) -> dict[int, dict]:
@@ -157,12 +161,12 @@ def read_records(path: pathlib.Path, repair: bool = False) -> dict[int, dict]:
     return out
 
 
-def _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, official: bool) -> tuple[list, list]:
+def _prompt_texts(run: ReasoningRun, data, tokenizer, rows, histories, hint_for_row) -> tuple[list, list]:
     """(reasoning prompt texts, plain CTR prompt texts) for rows; the oldest history items are dropped while the
     reasoning prompt exceeds reasoning.max_prompt_tokens."""
-    e = config.evaluate
+    e, official = run.evaluate, run.reasoning.official_prompt
     builder = prompt_lib.PromptBuilder(data)
-    limit = config.reasoning.max_prompt_tokens or None
+    limit = run.reasoning.max_prompt_tokens or None
     full, plain = [], []
     for row in rows:
         hint = hint_for_row(row)
@@ -175,7 +179,7 @@ def _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, offici
     return full, plain
 
 
-def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: dict | None, histories,
+def run_traces(run: ReasoningRun, workdir, mode: str, data, model, tokenizer, *, general: dict | None, histories,
                mesh=None, stop_after_batches: int | None = None,
                tools: tuple[traces.TraceGenerator, traces.TraceScorer] | None = None) -> dict:
     """Generates and scores the traces of one mode, resuming from traces.jsonl. Returns its summary.
@@ -184,10 +188,10 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
         raise ValueError(f"reasoning mode {mode!r} is not one of {MODES}")
     if mode == "hint" and general is None:
         raise ValueError("the hint mode needs the general model's predictions (P_G)")
-    r = config.reasoning
-    row_ids = reasoning_rows(config, data)
+    r = run.reasoning
+    row_ids = reasoning_rows(run, data)
     n = len(row_ids)
-    settings = trace_settings(config, mode, n, general and general["key"], _sample_settings(config, data))
+    settings = trace_settings(run, mode, general and general["key"], _sample_settings(run, data))
     folder = _root(workdir) / mode
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, path = folder / "meta.json", folder / "traces.jsonl"
@@ -197,14 +201,14 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
                          "or use another workdir")
     artifacts.atomic_write_text(meta_path, json.dumps({"fingerprint": fp, "settings": settings}, indent=1))
     done = read_records(path, repair=True)
-    labels = data.samples[config.evaluate.split]["label"]
+    labels = data.samples[run.evaluate.split]["label"]
     p_g = None
     if general is not None:
         if list(general.get("row_ids", row_ids))[:n] != row_ids:
             raise ValueError("reasoning: P_G was computed for other rows than the reasoning rows; rerun reason")
         p_g = dict(zip(row_ids, np.asarray(general["probabilities"]).tolist()))  # row id -> P_G
-    hint_for_row = hint_function(config, p_g) if mode == "hint" else (lambda row: "")
-    gen, scorer = tools or make_tools(config, model, tokenizer, mesh)
+    hint_for_row = hint_function(run, p_g) if mode == "hint" else (lambda row: "")
+    gen, scorer = tools or make_tools(r, model, tokenizer, mesh)
     b = int(r.prompts_per_batch)
     if b < 1 or r.num_traces < 1 or r.max_new_tokens < 1:
         raise ValueError(f"reasoning.prompts_per_batch={b}, num_traces={r.num_traces} and "
@@ -217,7 +221,7 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
             continue
         if stop_after_batches is not None and batches_run >= stop_after_batches:
             break
-        full, plain = _prompt_texts(config, data, tokenizer, rows, histories, hint_for_row, r.official_prompt)
+        full, plain = _prompt_texts(run, data, tokenizer, rows, histories, hint_for_row)
         t0 = time.perf_counter()
         out = gen.generate(full, r.num_traces, r.max_new_tokens, r.temperature, r.top_p, r.top_k, r.seed + start)
         t1 = time.perf_counter()
@@ -253,32 +257,31 @@ def run_traces(config, workdir, mode: str, data, model, tokenizer, *, general: d
 HINT_BANDS = ("follow", "official")
 
 
-def hint_bands(config) -> str:
+def hint_bands(run: ReasoningRun) -> str:
     """The scale the KP hint's bands read P_G on: "double_softmax" (P_G as it is: the official P_G, or
     `reasoning.hint_bands="official"`) or "softmax" (a plain Yes/No softmax P_G, mapped first; hints.py)."""
-    bands = config.reasoning.get("hint_bands", "follow")
+    bands = run.reasoning.hint_bands
     if bands not in HINT_BANDS:
         raise ValueError(f"reasoning.hint_bands={bands!r} is not one of {HINT_BANDS} (configs/base_reasoning.py)")
-    return "double_softmax" if bands == "official" or config.evaluate.double_softmax else "softmax"
+    return "double_softmax" if bands == "official" or run.evaluate.double_softmax else "softmax"
 
 
-def hint_function(config, p_general: Mapping[int, float]):
+def hint_function(run: ReasoningRun, p_general: Mapping[int, float]):
     """row id -> the KP hint for that row's P_G, with the bands of P_G's mode (`hint_bands`)."""
-    double = hint_bands(config) == "double_softmax"
+    double = hint_bands(run) == "double_softmax"
     return lambda row: hints.knowledge_hint(float(p_general[row]), double)
 
 
-def make_tools(config, model, tokenizer, mesh=None) -> tuple[traces.TraceGenerator, traces.TraceScorer]:
+def make_tools(r: ReasoningSettings, model, tokenizer, mesh=None) -> tuple[traces.TraceGenerator, traces.TraceScorer]:
     return (traces.TraceGenerator(model, tokenizer, mesh),
-            traces.TraceScorer(model, tokenizer, batch_size=config.reasoning.score_batch, mesh=mesh))
+            traces.TraceScorer(model, tokenizer, batch_size=r.score_batch, mesh=mesh))
 
 
-def load_reasoning_model(config, mesh=None):
+def load_reasoning_model(r: ReasoningSettings, mesh=None):
     """(model, tokenizer) of M_R: reasoning.llm_path ("" = the SmolLM2-135M-Instruct GGUF)."""
     from rallrec_jax import assets
     from rallrec_jax.llm import weights
 
-    r = config.reasoning
     path = r.llm_path or str(assets.smollm2_gguf())
     model = weights.load(path, mesh, param_dtype=r.param_dtype, dtype=r.dtype)
     return model, tok_lib.load_tokenizer(r.tokenizer or path)
@@ -292,28 +295,29 @@ def reason(config, workdir, *, data=None, histories: Mapping[str, ex_lib.History
     `general_*` M_G (default: loaded from the config). Returns a summary with the seconds each part took."""
     from rallrec_jax.data import prepare
 
-    r = config.reasoning
-    modes = tuple(r.modes)
+    run = ReasoningRun.from_config(config)
+    r = run.reasoning
+    modes = r.modes
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"reasoning.modes {bad} not in {MODES}")
     mesh = parallel.make_mesh(config.get("mesh") and dict(config.mesh)) if mesh is None else mesh
     data = prepare.prepare_data(config.data, workdir) if data is None else data
-    orders = {"simple": ex_lib.simple_history(data, config.evaluate.k_history)}
+    orders = {"simple": ex_lib.simple_history(data, run.evaluate.k_history)}
     orders.update(histories or {})
-    if config.evaluate.order not in orders:
-        raise ValueError(f"evaluate.order {config.evaluate.order!r} has no history function (have {sorted(orders)})")
+    if run.evaluate.order not in orders:
+        raise ValueError(f"evaluate.order {run.evaluate.order!r} has no history function (have {sorted(orders)})")
     t0 = time.perf_counter()
-    general = general_predictions(config, workdir, data, histories=histories, model=general_model,
+    general = general_predictions(config, run, workdir, data, histories=histories, model=general_model,
                                   tokenizer=general_tokenizer, mesh=mesh)
     summary = {"general": {"metrics": general["metrics"], "seconds": general["seconds"]},
                "general_wall_seconds": time.perf_counter() - t0}
     if model is None or tokenizer is None:
-        model, tokenizer = load_reasoning_model(config, None)
-    tools = make_tools(config, model, tokenizer, mesh)
+        model, tokenizer = load_reasoning_model(r, None)
+    tools = make_tools(r, model, tokenizer, mesh)
     for mode in modes:
         t = time.perf_counter()
-        summary[mode] = run_traces(config, workdir, mode, data, model, tokenizer, general=general, histories=orders,
+        summary[mode] = run_traces(run, workdir, mode, data, model, tokenizer, general=general, histories=orders,
                                    mesh=mesh, stop_after_batches=stop_after_batches, tools=tools)
         summary[mode]["wall_seconds_this_run"] = time.perf_counter() - t
     return summary
@@ -349,7 +353,8 @@ def _row(name: str, labels, probs, **extra) -> dict:
 
 def merge_results(config, workdir) -> dict:
     """Results rows, sweeps and figures from the files `reason` wrote (see the module docstring)."""
-    r = config.reasoning
+    run = ReasoningRun.from_config(config)
+    r = run.reasoning
     root = _root(workdir)
     meta_path = root / "general.json"
     if not meta_path.is_file():
@@ -368,7 +373,7 @@ def merge_results(config, workdir) -> dict:
                  seconds_per_sample=gmeta["seconds_per_sample"])]
     fig_dir = root / "figures"
     figures, sweeps, modes = {}, {}, {}
-    for mode in tuple(r.modes):
+    for mode in r.modes:
         m = load_mode(workdir, mode, row_ids, r.score)
         if not np.array_equal(m["labels"], labels):
             raise ValueError(f"reasoning/{mode} labels differ from general.json: the rows do not match")
@@ -397,7 +402,7 @@ def merge_results(config, workdir) -> dict:
         k = m["preds"].shape[1]
         per_response = m["generate_seconds"] / k  # sampled together: a row's K traces share one call
         general_per_sample = np.full(n, gmeta["seconds_per_sample"])
-        figures["latency"] = analysis.latency_comparison({config.data.name: (general_per_sample, per_response)})
+        figures["latency"] = analysis.latency_comparison({run.dataset: (general_per_sample, per_response)})
     saved = {}
     if jax.process_index() == 0:
         for name, numbers in {**figures, **sweeps}.items():

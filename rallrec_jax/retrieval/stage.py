@@ -11,6 +11,7 @@ settings that made it; a later run reuses what matches and redoes what does not:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from rallrec_jax import artifacts, console, metrics, parallel
+from rallrec_jax import artifacts, console, metrics, parallel, settings
 from rallrec_jax.data.ctr import CTRData
 from rallrec_jax.retrieval import descriptions, lightgcn, mix, retrieve, ssl, text_embed
 
@@ -30,6 +31,47 @@ OFFICIAL_GRAPH = {"movielens": (10, True), "amazon": (5, False), "bookcrossing":
 
 def _as_dict(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalSettings:
+    """`config.retrieval` (configs/base_retrieval.py, where each field is explained), typed and read once.
+
+    `lightgcn` and `ssl` stay plain dicts: their own modules type them (lightgcn.py, ssl.py). `as_dict` is
+    what the cache fingerprints hash: the same dict the stage hashed when it read the config by string keys,
+    so existing workdirs stay valid."""
+    llm_path: str = ""  # descriptions and text embeddings; "" = the SmolLM2-135M-Instruct wheel
+    embed_batch_size: int = 8
+    use_descriptions: bool = True
+    description_max_new_tokens: int = 128  # the official run allowed 1024 (descriptions are asked under 80 words)
+    description_temperature: float = 0.8
+    description_top_p: float = 0.9
+    description_batch_size: int = 16
+    description_seed: int = 0
+    text_mode: str = "paper"  # "paper": [e_title || e_desc]; "official": e_desc alone
+    graph: str = "train"  # "train": training interactions only; "official": the released graph
+    lightgcn: dict = dataclasses.field(default_factory=dict)
+    ssl: dict = dataclasses.field(default_factory=dict)
+    kind: str = "mix3"  # text | colla | mix | mix3 | hybrid | retri_then_mix
+    style: str = "paper"  # "paper": per-row L2 blocks; "official": PCA text, max-norm blocks, cosine
+    pca_dim: int = 128  # the official style's PCA of the text block
+    text_center: bool = True
+    text_pca: int = 0  # 0 = no PCA of the paper style's text block
+    k_history: int = 30
+    order: str = "rerank"  # simple | high | sequential | rerank | official_rerank
+    gamma: float = 2.0 / 3.0
+    beta: float = 1.0
+
+    @classmethod
+    def from_config(cls, config) -> RetrievalSettings:
+        if isinstance(config, cls):
+            return config
+        values = _as_dict(config)
+        values.update({k: _as_dict(values[k]) for k in ("lightgcn", "ssl") if k in values})
+        return settings.from_config(cls, values, "retrieval")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _save_npy(path: pathlib.Path, array: np.ndarray, fingerprint: str) -> None:
@@ -59,7 +101,7 @@ class RetrievalStage:
     def __init__(self, data: CTRData, config: Mapping, workdir: str | os.PathLike,
                  tools: text_embed.TextTools | None = None, mesh=None):
         self.data = data
-        self.config = _as_dict(config)
+        self.settings = RetrievalSettings.from_config(config)
         self.root = pathlib.Path(workdir).resolve() / "retrieval"
         self.root.mkdir(parents=True, exist_ok=True)
         self._tools = tools
@@ -78,26 +120,26 @@ class RetrievalStage:
     def llm_identity(self):
         """The identity of the LLM's files (a replaced model at the same path is another model)."""
         if self._llm_identity is None:
-            self._llm_identity = artifacts.model_identity(self.config["llm_path"])
+            self._llm_identity = artifacts.model_identity(self.settings.llm_path)
         return self._llm_identity
 
     @property
     def tools(self) -> text_embed.TextTools:
         if self._tools is None:
-            c = self.config
-            self._tools = text_embed.load_text_tools(c["llm_path"] or None, self.mesh, c["embed_batch_size"])
+            c = self.settings
+            self._tools = text_embed.load_text_tools(c.llm_path or None, self.mesh, c.embed_batch_size)
         return self._tools
 
     # ---- item texts ---------------------------------------------------------------------------
     def descriptions(self) -> list[str]:
-        c = self.config
-        fp = artifacts.fingerprint({**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity,
-                                    "tokens": c["description_max_new_tokens"],
-                                    "t": c["description_temperature"], "p": c["description_top_p"],
-                                    "seed": c["description_seed"]})
+        c = self.settings
+        fp = artifacts.fingerprint({**self.base, "llm": c.llm_path, "llm_files": self.llm_identity,
+                                    "tokens": c.description_max_new_tokens,
+                                    "t": c.description_temperature, "p": c.description_top_p,
+                                    "seed": c.description_seed})
         path = self.root / f"descriptions_{fp}.jsonl"
-        gen = text_embed.generate_fn(self.tools, c["description_max_new_tokens"], c["description_temperature"],
-                                     c["description_top_p"], c["description_seed"])
+        gen = text_embed.generate_fn(self.tools, c.description_max_new_tokens, c.description_temperature,
+                                     c.description_top_p, c.description_seed)
         bars = []  # made after the first generated batch: items all read from the cache show none
 
         def shown(done: int, total: int) -> None:
@@ -106,7 +148,7 @@ class RetrievalStage:
             bars[0].update(done - bars[0].n)
 
         try:
-            texts = descriptions.describe_items(self.data, gen, path, c["description_batch_size"],
+            texts = descriptions.describe_items(self.data, gen, path, c.description_batch_size,
                                                 progress=shown)
             self.artifacts.add(path)
             return texts
@@ -116,34 +158,34 @@ class RetrievalStage:
 
     def text_embeddings(self) -> np.ndarray:
         """e_text: [e_title || e_desc] (paper) or e_desc (official); title alone without descriptions."""
-        c = self.config
-        fp_model = {**self.base, "llm": c["llm_path"], "llm_files": self.llm_identity}
+        c = self.settings
+        fp_model = {**self.base, "llm": c.llm_path, "llm_files": self.llm_identity}
         title = self._cached(self.root / "e_title.npy", artifacts.fingerprint(fp_model),
                              lambda: text_embed.embed_texts(self.tools, descriptions.title_texts(self.data),
                                                             desc="title embeddings"))
-        if not c["use_descriptions"]:
+        if not c.use_descriptions:
             return title
         texts = self.descriptions()
         fp_desc = artifacts.fingerprint({**fp_model, "texts": artifacts.fingerprint(texts)})
         desc = self._cached(self.root / "e_desc.npy", fp_desc,
                             lambda: text_embed.embed_texts(self.tools, texts, desc="description embeddings"))
-        return descriptions.text_embeddings(title, desc, c["text_mode"])
+        return descriptions.text_embeddings(title, desc, c.text_mode)
 
     # ---- collaborative ------------------------------------------------------------------------
     def graph_interactions(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.config["graph"] == "official":
+        if self.settings.graph == "official":
             family = next(k for k in OFFICIAL_GRAPH if self.data.name.startswith(k))
             users, items, _ = self.data.official_graph_interactions(*OFFICIAL_GRAPH[family])
-        elif self.config["graph"] == "train":
+        elif self.settings.graph == "train":
             users, items, _ = self.data.training_interactions()
         else:
-            raise ValueError(f"retrieval.graph={self.config['graph']!r} is neither 'train' nor 'official'")
+            raise ValueError(f"retrieval.graph={self.settings.graph!r} is neither 'train' nor 'official'")
         return users, items
 
     def lightgcn_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(user_emb [U, d], item_emb [I, d]) of LightGCN trained on the configured graph (resumable)."""
-        c = self.config
-        fp = artifacts.fingerprint({**self.base, "graph": c["graph"], "lightgcn": _as_dict(c["lightgcn"])})
+        c = self.settings
+        fp = artifacts.fingerprint({**self.base, "graph": c.graph, "lightgcn": c.lightgcn})
         folder = self.root / f"lightgcn_{fp}"
         trained: dict[str, np.ndarray] = {}
 
@@ -151,7 +193,7 @@ class RetrievalStage:
             if not trained:
                 users, items = self.graph_interactions()
                 result = lightgcn.train_lightgcn(users, items, self.data.num_users, self.data.num_items,
-                                                 _as_dict(c["lightgcn"]), workdir=str(folder), mesh=self.mesh)
+                                                 c.lightgcn, workdir=str(folder), mesh=self.mesh)
                 trained.update(user=result.user_emb, item=result.item_emb)
             return trained[part]
 
@@ -167,41 +209,41 @@ class RetrievalStage:
         return self.lightgcn_embeddings()[1]
 
     def ssl_embeddings(self, text: np.ndarray, colla: np.ndarray) -> np.ndarray:
-        c = self.config
+        c = self.settings
         fp = artifacts.fingerprint({"text": artifacts.array_fingerprint(text),
-                                    "colla": artifacts.array_fingerprint(colla), "ssl": _as_dict(c["ssl"])})
+                                    "colla": artifacts.array_fingerprint(colla), "ssl": c.ssl})
         return self._cached(self.root / "e_ssl.npy", fp,
-                            lambda: ssl.train_ssl(text, colla, _as_dict(c["ssl"]), mesh=self.mesh).ssl_emb)
+                            lambda: ssl.train_ssl(text, colla, c.ssl, mesh=self.mesh).ssl_emb)
 
     # ---- similarity and retrieval -------------------------------------------------------------
     def similarity(self, kind: str | None = None) -> mix.ItemSimilarity:
         """The item similarity of one embedding kind, built once per stage object."""
-        c = self.config
-        kind = kind or c["kind"]
+        c = self.settings
+        kind = kind or c.kind
         if kind not in self._similarities:
             self._similarities[kind] = self._build_similarity(kind)
         return self._similarities[kind]
 
     def _build_similarity(self, kind: str) -> mix.ItemSimilarity:
-        c = self.config
+        c = self.settings
         two = ("hybrid", "retri_then_mix")  # mixtures of the text and colla kinds
         text = self.text_embeddings() if kind in ("text", "mix", "mix3") + two else None
         colla = self.collaborative_embeddings() if kind in ("colla", "mix", "mix3") + two else None
         ssl_emb = self.ssl_embeddings(text, colla) if kind == "mix3" else None
-        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c["style"], c["pca_dim"],
-                                  text_center=bool(c.get("text_center", True)), text_pca=int(c.get("text_pca", 0)))
+        return mix.ItemSimilarity(kind, text, colla, ssl_emb, c.style, c.pca_dim,
+                                  text_center=c.text_center, text_pca=c.text_pca)
 
     def retrieve(self, split: str, indices: Sequence[int], order: str | None = None,
                  kind: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ordered (item indices, ratings) for the samples `indices` of `split`; cached per request."""
-        c = self.config
-        order, kind = order or c["order"], kind or c["kind"]
+        c = self.settings
+        order, kind = order or c.order, kind or c.kind
         indices = [int(i) for i in indices]
-        rcfg = retrieve.RetrievalConfig(k_history=c["k_history"], order=order, gamma=c["gamma"], beta=c["beta"],
+        rcfg = retrieve.RetrievalConfig(k_history=c.k_history, order=order, gamma=c.gamma, beta=c.beta,
                                         official_variant=_official_variant(self.data.name))
         fp = artifacts.fingerprint({**self.base,
-                                    "retrieval": {k: v for k, v in c.items() if k not in ("lightgcn", "ssl")},
-                                    "lightgcn": _as_dict(c["lightgcn"]), "ssl": _as_dict(c["ssl"]), "order": order,
+                                    "retrieval": {k: v for k, v in c.as_dict().items() if k not in ("lightgcn", "ssl")},
+                                    "lightgcn": c.lightgcn, "ssl": c.ssl, "order": order,
                                     "llm_files": self.llm_identity if order != "simple" else None,
                                     "kind": kind, "indices": artifacts.fingerprint(indices)})
         path = self.root / "retrieved" / f"{split}_{kind}_{order}_{len(indices)}_{fp}.npz"
@@ -293,6 +335,6 @@ def run_step(config, workdir: str | os.PathLike, step: str, tools: text_embed.Te
         indices = eval_indices(data, config)
         out = stage.retrieve("test", indices)
         lengths = np.array([len(x[0]) for x in out])
-        return {"step": step, "samples": len(out), "order": config.retrieval.order, "kind": config.retrieval.kind,
+        return {"step": step, "samples": len(out), "order": stage.settings.order, "kind": stage.settings.kind,
                 "mean_items": float(lengths.mean()) if len(out) else 0.0}
     raise ValueError(f"retrieval step {step!r} is not one of lightgcn, ssl, retrieve")
