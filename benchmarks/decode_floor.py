@@ -6,6 +6,11 @@ by the K samples that is P*Lp + P*K*G slots, not P*K*(Lp+G)). Floor = those byte
 bandwidth, measured in the same run (the best of a jitted large-array sum, an in-place add and a one-row
 matrix product over a 128 MiB weight).
 
+At a batch of B rows a step also does 2*B multiply-adds per weight (the head included) plus the attention's
+2 * 2 * B * slots * heads * head_dim per layer, and on a CPU that is often the larger bound: the compute floor is
+those FLOPs / this machine's float32 matmul rate (jax, 2048x2048, the best case; small-M matmuls run slower).
+The floor printed is the larger of the two, and the column says which bound it is.
+
 Shapes: reasoning prompts (a CTR prompt with a 20-movie history, chat-templated, ~300 tokens) at
 P=4 x K=5 and P=10 x K=3 samples, and a single row (P=1, K=1); 128 new tokens, every step run (the stop id
 is unreachable); sampled (temperature 0.6, top-p 0.95, as the reasoning stage) and greedy. The time is the
@@ -19,11 +24,15 @@ import argparse
 import inspect
 import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 MOVIES = ["Toy Story (1995)", "Heat (1995)", "GoldenEye (1995)", "Casino (1995)", "Sabrina (1995)",
           "Jumanji (1995)", "Babe (1995)", "Se7en (1995)", "Braveheart (1995)", "Apollo 13 (1995)",
@@ -94,11 +103,14 @@ def main() -> None:
     param_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     bw = bandwidth(args.reps)
     best = max(bw.values())
+    gflops = harness.matmul_gflops_jax()
+    matmul_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)) if x.ndim >= 2)
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     print("memory bandwidth: " + ", ".join(f"{k} {v:.1f} GB/s" for k, v in bw.items()) + f" -> floor uses {best:.1f}")
-    print(f"weights: {param_bytes / 1e6:.0f} MB read per step")
-    print(f"{'shape':>8s} {'mode':>8s} {'rows':>5s} {'slots':>6s} {'KV MB':>6s} {'floor ms':>9s} {'ms/step':>8s} "
-          f"{'x floor':>8s} {'tok/s':>7s}")
+    print(f"float32 matmul (jax, 2048^2): {gflops:.0f} GFLOP/s")
+    print(f"weights: {param_bytes / 1e6:.0f} MB read per step, {matmul_params / 1e6:.0f} M multiply-adds per row")
+    print(f"{'shape':>8s} {'mode':>8s} {'rows':>5s} {'slots':>6s} {'KV MB':>6s} {'mem ms':>7s} {'flop ms':>8s} "
+          f"{'floor':>6s} {'ms/step':>8s} {'x floor':>8s} {'tok/s':>7s}")
     new = args.new_tokens
     gen = bucket_length(new)
     for shape in args.shapes.split(","):
@@ -112,7 +124,11 @@ def main() -> None:
         cache = jax.eval_shape(lambda t, m: sampler_lib._prefill(graphdef, state, t, m, mesh=None, num_samples=k,
                                                                 gen_len=gen)[0], tokens, mask)
         kv_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))  # what a step's attention reads
-        floor_ms = (param_bytes + kv_bytes) / (best * 1e9) * 1e3
+        mem_ms = (param_bytes + kv_bytes) / (best * 1e9) * 1e3
+        attn_flops = 4 * rows * (lp + gen) * cfg.num_heads * cfg.head_dim * cfg.num_layers
+        flop_ms = (2 * rows * matmul_params + attn_flops) / (gflops * 1e9) * 1e3
+        floor_ms = max(mem_ms, flop_ms)
+        bound = "mem" if mem_ms >= flop_ms else "flop"
         for mode in args.modes.split(","):
             greedy = mode == "greedy"
             flags = dict(eos_ids=(cfg.vocab_size,), pad_id=int(tok.pad_token_id), greedy=greedy, top_k=0,
@@ -133,8 +149,8 @@ def main() -> None:
             run()  # compile
             sec = statistics.median(run() for _ in range(args.reps))
             ms = sec / new * 1e3
-            print(f"{p}x{k:<6d} {mode:>8s} {rows:5d} {lp + gen:6d} {kv_bytes / 1e6:6.0f} {floor_ms:9.1f} {ms:8.1f} "
-                  f"{ms / floor_ms:8.2f} {p * k * new / sec:7.0f}", flush=True)
+            print(f"{p}x{k:<6d} {mode:>8s} {rows:5d} {lp + gen:6d} {kv_bytes / 1e6:6.0f} {mem_ms:7.1f} {flop_ms:8.1f} "
+                  f"{bound:>6s} {ms:8.1f} {ms / floor_ms:8.2f} {p * k * new / sec:7.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
 from rallrec_jax.llm.sharding import shard_model
 from rallrec_jax.llm import sampler as sampler_lib
-from rallrec_jax.llm.sampler import CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
+from rallrec_jax.llm.sampler import CANDIDATES, WIDE_CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
 
 CFG = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                 head_dim=8, max_position_embeddings=256, tie_word_embeddings=False, qkv_bias=True)
@@ -155,6 +155,36 @@ def test_candidate_nucleus_equals_full_sort_and_falls_back():
     draws = np.asarray(jax.vmap(lambda k: sample_tokens(flat, k, jnp.float32(1.0), jnp.float32(0.9), 0, True))(
         jax.random.split(jax.random.key(0), 100)))
     assert len(np.unique(draws)) > 2 * CANDIDATES  # the full-sort fallback ran (candidates alone give <= 64)
+
+
+def numpy_nucleus_draw(logits: np.ndarray, u: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """The top-p draw by its definition: sort descending, keep the smallest prefix whose mass reaches top_p,
+    invert its CDF at u (one uniform per row). logits [N, V] (distinct values), u [N] -> ids [N]."""
+    out = []
+    for z, x in zip(np.asarray(logits, np.float64) / temperature, u):
+        order = np.argsort(-z, kind="stable")
+        p = np.exp(z[order] - z.max())
+        p /= p.sum()
+        cum = np.cumsum(p)
+        n_kept = int(np.sum(cum - p < top_p))
+        out.append(order[min(int(np.sum(cum[:n_kept] <= x * cum[n_kept - 1])), n_kept - 1)])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("width", [300, 3000])  # nucleus inside the wide tier / wider than it (the full sort)
+def test_every_fallback_tier_draws_the_full_sorts_token(width):
+    v = 5000
+    rng = np.random.default_rng(width)
+    # `width` near-equal tokens on top and a long tail far below: the 0.9-nucleus holds about 0.9 * width tokens.
+    logits = np.concatenate([rng.uniform(0.0, 0.01, (3, width)), rng.uniform(-30.0, -20.0, (3, v - width))], axis=1)
+    logits = jnp.asarray(rng.permuted(logits, axis=1), jnp.float32)
+    assert CANDIDATES < 0.9 * 300 < WIDE_CANDIDATES < 0.9 * 3000
+    keys = jax.random.split(jax.random.key(width), 50)
+    got = np.asarray(jax.vmap(lambda k: sample_tokens(logits, k, jnp.float32(1.0), jnp.float32(0.9), 0, True))(keys))
+    u = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (3, 1)))(keys))[..., 0]  # the sampler's one uniform a row
+    want = np.stack([numpy_nucleus_draw(np.asarray(logits), u[i], 1.0, 0.9) for i in range(len(keys))])
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(got)) > 2 * CANDIDATES  # the draws spread beyond the first tier
 
 
 def test_top_p_samples_follow_the_nucleus_distribution():
