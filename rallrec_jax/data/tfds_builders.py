@@ -13,7 +13,7 @@ A built copy loads by name with only its folder, in any process, without this mo
 The config name is `<data set>_h<max_history>_<fingerprint of the samples>` (`dataset_name`); tfds reads the
 features, splits and metadata from the files it wrote (dataset_info.json, features.json, metadata.json).
 It is an export format: the stages read `ctr.npz` (CSR arrays, histories never copied). Decoding one example
-per sample is 20x slower for a 500-row evaluation sample and ~90x for a whole split (benchmarks/bench_tfds.py).
+per sample is 16x slower for a 500-row evaluation sample and 70x for a whole split (benchmarks/bench_tfds.py).
 """
 from __future__ import annotations
 
