@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 from rallrec_jax.data import histories
 from rallrec_jax.data.ctr import SAMPLE_KEYS, SPLITS, CTRData
 from rallrec_jax.generation import examples as ex_lib
+from rallrec_jax.generation.evaluate import EvaluateSettings
 from rallrec_jax.prompts import ctr as ctr_prompts
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
@@ -68,13 +69,13 @@ class ScoreSettings:
 
     @classmethod
     def from_config(cls, config) -> "ScoreSettings":
-        """The settings a pipeline config scores with (its data set's name and `config.evaluate`)."""
-        e = config.evaluate
+        """The settings a pipeline config scores with (its data set's name and `config.evaluate`, read through the
+        evaluate stage's own typed settings, so that both check the section the same way)."""
+        e = EvaluateSettings.from_config(config.evaluate)
         name = str(config.data.name)
         dataset = next((d for d in DATASETS if name.startswith(d)), name)
-        return cls(dataset=dataset, k_history=int(e.k_history), max_prompt_tokens=int(e.max_prompt_tokens),
-                   double_softmax=bool(e.double_softmax), batch_size=int(e.batch_size), min_bucket=int(e.min_bucket),
-                   order=str(e.order))
+        return cls(dataset=dataset, k_history=e.k_history, max_prompt_tokens=e.max_prompt_tokens,
+                   double_softmax=e.double_softmax, batch_size=e.batch_size, min_bucket=e.min_bucket, order=e.order)
 
 
 class _Probe(dict):
