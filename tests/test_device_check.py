@@ -58,8 +58,16 @@ def test_lora_decode_scoring_lightgcn_record_their_figures(dry_run):
     dec = p["decode"]
     assert [e["batch"] for e in dec["sweep"]] == [1, 4]
     for e in dec["sweep"]:
-        assert e["step_s"] > 0 and e["roofline_step_s"] > 0 and e["fraction_of_roofline"] > 0
-    assert dec["best_batch"] in (1, 4) and dec["bandwidth"]["copy_gbs"] > 0
+        assert e["roofline_step_s"] > 0 and min(e["long_s"] + e["short_s"]) > 0 and len(e["long_s"]) == 3
+        if e["step_s"] is None:  # tiny shapes on a busy CPU: the 7-step difference may sit below timing noise
+            assert e["unmeasured"].startswith("32 tokens ran no slower than 25") and e["fraction_of_roofline"] is None
+            assert min(e["long_s"]) <= min(e["short_s"])
+        else:
+            assert e["unmeasured"] is None and e["step_s"] > 0
+            assert e["step_s"] == pytest.approx((min(e["long_s"]) - min(e["short_s"])) / 7)
+            assert e["fraction_of_roofline"] == pytest.approx(e["roofline_step_s"] / e["step_s"])
+    measured = [e["batch"] for e in dec["sweep"] if e["step_s"] is not None]
+    assert dec["best_batch"] in (measured or [None]) and dec["bandwidth"]["copy_gbs"] > 0
     sc = p["scoring"]
     assert sc["pairs"] == 2 and len(sc["ratios"]) == 2 and sc["peer_info"]["device"] == "cpu"
     assert sc["ratio_median"] == pytest.approx(sorted(sc["ratios"])[0] / 2 + sorted(sc["ratios"])[1] / 2)
