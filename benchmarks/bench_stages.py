@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--prompts-per-batch", type=int, default=8, help="rows sampled together (quickstart: 10)")
     ap.add_argument("--traces", type=int, default=3, help="K traces per row (quickstart: 3)")
     ap.add_argument("--new-tokens", type=int, default=32, help="trace token budget (quickstart: 32)")
+    ap.add_argument("--remat", default=None, choices=("none", "attention", "full"),
+                    help="finetune.remat for the tuning stage and its kernel (default: the quickstart's)")
     ap.add_argument("--kernel-steps", type=int, default=2, help="timed calls of each kernel after its warm-up")
     harness.add_arguments(ap, pairs=1)
     args = ap.parse_args(argv)
@@ -113,6 +115,8 @@ def stage_config(args):
     f.eval_size = args.finetune_eval
     f.epochs, f.max_steps, f.train_size, f.progress = 1, 0, 0, False
     f.run_name = f"bench_stages_{os.getpid()}"
+    if args.remat is not None:
+        f.remat = args.remat
     e = config.evaluate
     e.k_history = args.k_history
     e.batch_size = args.eval_batch

@@ -32,6 +32,11 @@ def rand(rng, *shape):
     return jnp.asarray(rng.normal(size=shape), jnp.float32)
 
 
+def head_major(parts):
+    """(k, v [B, S, KV, hd], mask) -> the KV cache's layout [B, KV, S, hd] that attend_parts reads."""
+    return [(k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), m) for k, v, m in parts]
+
+
 def test_self_attention_paths_equal_with_padding_and_gqa():
     rng = np.random.default_rng(0)
     q, k, v = rand(rng, B, T, H, HD), rand(rng, B, T, KV, HD), rand(rng, B, T, KV, HD)
@@ -65,7 +70,7 @@ def test_parts_with_a_shared_prefix_and_a_cache_equal_one_softmax_over_all_keys(
     m_all = np.concatenate([np.repeat(p_real, r, 0), g_real, np.ones((B, 1), bool)], 1)[:, None]
     want = numpy_attention(q, k_all, v_all, m_all)
     for impl in ("einsum", "dot_product"):
-        np.testing.assert_allclose(np.asarray(attention.attend_parts(q, parts, impl)), want, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(attention.attend_parts(q, head_major(parts), impl)), want, atol=1e-5)
     # a chunk of T queries after a shared prefix (prefix-shared scoring): prefix + causal self part
     q = rand(rng, B, T, H, HD)
     ck, cv = rand(rng, B, T, KV, HD), rand(rng, B, T, KV, HD)
@@ -76,7 +81,7 @@ def test_parts_with_a_shared_prefix_and_a_cache_equal_one_softmax_over_all_keys(
     m_all = np.concatenate([np.broadcast_to(np.repeat(p_real, r, 0)[:, None], (B, T, sp)), causal], 2)
     want = numpy_attention(q, k_all, v_all, m_all)
     for impl in ("einsum", "dot_product"):
-        np.testing.assert_allclose(np.asarray(attention.attend_parts(q, parts, impl)), want, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(attention.attend_parts(q, head_major(parts), impl)), want, atol=1e-5)
 
 
 def test_model_on_either_path_gives_the_same_logits_and_tokens():

@@ -1,10 +1,12 @@
 """Grouped-query softmax attention: the einsum path for CPU, `jax.nn.dot_product_attention` for accelerators.
 
-Two entry points, both over q [B, T, H, hd] and keys/values [B', S, KV, hd] (H a multiple of KV):
+Two entry points over q [B, T, H, hd] (H a multiple of KV):
 
-* `attend(q, k, v, mask)`: one key set, mask [B, T, S]; the no-cache forward (scoring, prefill, training).
-* `attend_parts(q, parts)`: several key sets at once, e.g. a prompt prefix shared by K continuations, the
-  tokens generated so far and the chunk itself. Each part is attended separately and returns its output and
+* `attend(q, k, v, mask)`: a chunk's own keys/values [B, S, KV, hd] (as the projections make them), mask
+  [B, T, S]; the no-cache forward (scoring, prefill, training).
+* `attend_parts(q, parts)`: several key sets at once, in the KV cache's head-major layout [B', KV, S, hd]
+  (`model.KVCache`), the score matmul's operand layout, so a decode step reads its cache without a transpose;
+  e.g. a prompt prefix shared by K continuations, the tokens generated so far and the chunk itself. Each part is attended separately and returns its output and
   log-sum-exp; `merge_parts` combines them exactly (softmax over the union of the keys), so nothing is
   concatenated and a shared prefix is never repeated per row. A part's keys may hold fewer rows than q:
   B = r * B', row b of q reads key row b // r (the r rows are folded into the query axis).
@@ -50,23 +52,21 @@ def _fold(q: jax.Array, rows: int) -> jax.Array:
 
 
 def _grouped_scores(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """q [B, T, H, hd], k/v [B, S, KV, hd] -> (scores [B, KV, G*T, S] f32, v [B, KV, S, hd]).
+    """q [B, T, H, hd], k/v [B, KV, S, hd] -> (scores [B, KV, G*T, S] f32, v [B, KV, S, hd]).
 
     The G query heads sharing a KV head are stacked along the query axis ([B, KV, G*T, hd]) so each score
     product is one batched matmul per KV head (also the form XLA compiles fastest)."""
     b, t, h, hd = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1]
     qg = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, h // kv * t, hd)  # [B, KV, G*T, hd]
-    kt = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, KV, S, hd]
-    vt = v.astype(q.dtype).transpose(0, 2, 1, 3)
-    scores = jnp.einsum("bkqd,bksd->bkqs", qg, kt, preferred_element_type=jnp.float32) * (hd ** -0.5)
-    return scores, vt
+    scores = jnp.einsum("bkqd,bksd->bkqs", qg, k.astype(q.dtype), preferred_element_type=jnp.float32) * (hd ** -0.5)
+    return scores, v.astype(q.dtype)
 
 
 def _einsum_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """q [B, T, H, hd], k/v [B, S, KV, hd], mask [B, T or 1, S] -> (out [B, T, H, hd], lse [B, T, H] f32)."""
+    """q [B, T, H, hd], k/v [B, KV, S, hd], mask [B, T or 1, S] -> (out [B, T, H, hd], lse [B, T, H] f32)."""
     b, t, h, hd = q.shape
-    s, kv = k.shape[1], k.shape[2]
+    kv, s = k.shape[1], k.shape[2]
     g = h // kv
     scores, vt = _grouped_scores(q, k, v)  # [B, KV, G*T, S], [B, KV, S, hd]
     if mask.shape[1] == 1:
@@ -84,18 +84,22 @@ def _einsum_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> t
 
 def _single_key_part(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The one-key part of a decode step (the new token seeing itself): softmax over one key is 1, so the
-    output is v and the log-sum-exp the score; element-wise, no matmuls. q [B, 1, H, hd], k/v [B, 1, KV, hd]."""
+    output is v and the log-sum-exp the score; element-wise, no matmuls. q [B, 1, H, hd], k/v [B, KV, 1, hd]."""
     b, t, h, hd = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1]
     g = h // kv
     qg = q.reshape(b, t, kv, g, hd).astype(jnp.float32)
-    score = jnp.sum(qg * k.astype(jnp.float32)[:, :, :, None, :], axis=-1) * (hd ** -0.5)  # [B, 1, KV, G]
+    k1, v1 = k[:, None, :, 0], v[:, None, :, 0]  # [B, 1, KV, hd]
+    score = jnp.sum(qg * k1.astype(jnp.float32)[:, :, :, None, :], axis=-1) * (hd ** -0.5)  # [B, 1, KV, G]
     score = jnp.where(mask[:, :, :1, None], score, _NEG)
-    out = jnp.broadcast_to(v[:, :, :, None, :], (b, t, kv, g, hd)).astype(q.dtype)
+    out = jnp.broadcast_to(v1[:, :, :, None, :], (b, t, kv, g, hd)).astype(q.dtype)
     return out.reshape(b, t, h, hd), score.reshape(b, t, h)
 
 
 def _dpa_part(q, k, v, mask):
+    # dot_product_attention takes [B, S, KV, hd]: a head-major part is transposed back (chunks of several
+    # queries only, e.g. prefix-shared scoring, once per call; decode steps take the einsum path)
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     out, lse = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
                                             mask=jnp.broadcast_to(mask, (q.shape[0], q.shape[1], k.shape[1]))[:, None],
                                             implementation=_dpa_implementation(), return_residual=True)
@@ -104,18 +108,20 @@ def _dpa_part(q, k, v, mask):
 
 def attend_parts(q: jax.Array, parts: Sequence[tuple[jax.Array, jax.Array, jax.Array]], impl: str = "einsum"
                  ) -> jax.Array:
-    """q [B, T, H, hd] against every (k [B', S, KV, hd], v, mask [B', T' or 1, S]) part -> [B, T, H*hd].
+    """q [B, T, H, hd] against every (k [B', KV, S, hd], v, mask [B', T' or 1, S]) part -> [B, T, H*hd].
 
     A part with B' < B rows is shared: query rows b = j * (B / B') + i read key row j, and its mask is
     [B', 1, S] (the same for all its queries) or [B', B/B' * T, S]."""
     b, t, h, hd = q.shape
-    part_fn = _einsum_part if impl == "einsum" else _dpa_part
+    # A decode step (one query per row) reads the head-major cache as it lies on every backend: a flash
+    # kernel gains nothing on one query, and its [B, S, KV, hd] operand would transpose the whole cache per step.
+    part_fn = _einsum_part if impl == "einsum" or t == 1 else _dpa_part
     outs, lses = [], []
     for k, v, mask in parts:
         rows = k.shape[0]
         if b % rows:
             raise ValueError(f"attention part with {rows} key rows for {b} query rows")
-        if rows == b and t == 1 and k.shape[1] == 1:
+        if rows == b and t == 1 and k.shape[2] == 1:
             out, lse = _single_key_part(q, k, v, mask)
         else:
             out, lse = part_fn(_fold(q, rows), k, v, mask)
@@ -141,7 +147,7 @@ def _einsum_attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) ->
     b, l, h, hd = q.shape
     s, kv = k.shape[1], k.shape[2]
     g = h // kv
-    scores, vt = _grouped_scores(q, k, v)  # [B, KV, G*l, s], [B, KV, s, hd]
+    scores, vt = _grouped_scores(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3))  # [B, KV, G*l, s], [B, KV, s, hd]
     scores = scores.reshape(b, kv, g, l, s)
     scores = jnp.where(mask[:, None, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv, g * l, s)

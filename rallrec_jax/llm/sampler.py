@@ -176,8 +176,8 @@ def _constrain(x: jax.Array, mesh: Mesh | None, axes) -> jax.Array:
 class DecodeCache(NamedTuple):
     """The keys/values decode reads: each prompt's once, and each sample's generated tokens."""
 
-    prefix: KVCache  # k/v [N_layers, P, Lp, KV, hd], mask [P, Lp]: shared by the prompt's K consecutive rows
-    k: jax.Array  # [N_layers, P*K, G, KV, hd]: slot t holds generated token t (its mask is SamplingState.key_mask)
+    prefix: KVCache  # k/v [N_layers, P, KV, Lp, hd], mask [P, Lp]: shared by the prompt's K consecutive rows
+    k: jax.Array  # [N_layers, P*K, KV, G, hd]: slot t holds generated token t (its mask is SamplingState.key_mask)
     v: jax.Array
 
 
@@ -215,7 +215,7 @@ def _prefill(graphdef, state, tokens, mask, *, mesh, num_samples: int, gen_len: 
     n = p * num_samples
     prefix = KVCache(_constrain(prefix.k, mesh, CACHE_AXES), _constrain(prefix.v, mesh, CACHE_AXES),
                      _constrain(prefix.mask, mesh, ("batch", None)))
-    shape = (cfg.num_layers, n, gen_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, n, cfg.num_kv_heads, gen_len, cfg.head_dim)
     k, v = (_constrain(jnp.zeros(shape, cfg.jnp_dtype), mesh, CACHE_AXES) for _ in range(2))
     key_mask = _constrain(jnp.zeros((n, gen_len), bool), mesh, ("batch", None))
     logits = _constrain(jnp.repeat(logits, num_samples, axis=0), mesh, ("batch", None))
@@ -230,7 +230,7 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
     """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens.
 
     Per step: one layer scan that only reads the caches (prefix + generated) and returns the new token's
-    keys/values, then one dynamic_update_slice of all layers' [N, B, 1, KV, hd] into the donated cache,
+    keys/values, then one dynamic_update_slice of all layers' [N, B, KV, 1, hd] into the donated cache,
     which XLA does in place in the loop carry."""
     model = nnx.merge(graphdef, state)
     n, gen_len = key_mask.shape
@@ -249,7 +249,7 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
         done = s.done | jnp.isin(tok, eos)
         generated = KVCache(s.cache.k, s.cache.v, s.key_mask)
         hidden, new = model.extend(tok[:, None], s.positions[:, None], None, (s.cache.prefix, generated))
-        at = (0, 0, s.step, 0, 0)
+        at = (0, 0, 0, s.step, 0)  # generation slot s.step of every layer, row and KV head
         cache = s.cache._replace(k=jax.lax.dynamic_update_slice(s.cache.k, new.k.astype(s.cache.k.dtype), at),
                                  v=jax.lax.dynamic_update_slice(s.cache.v, new.v.astype(s.cache.v.dtype), at))
         key_mask = jax.lax.dynamic_update_slice(s.key_mask, jnp.ones((n, 1), bool), (0, s.step))
