@@ -2,7 +2,7 @@
 
 K samples per prompt share one prefill and one copy of its keys/values: decode attends to the prompt's
 [P, Lp] prefix cache with the K sample rows folded together, and to a per-sample cache of the generated
-tokens ([N_layers, P*K, G, KV, hd], preallocated, donated, updated in place once per step). A step thus
+tokens ([N_layers, P*K, KV, G, hd], preallocated, donated, updated in place once per step). A step thus
 reads the weights once and each prompt's keys once, not K times. Prompt length, generation length and
 prompt count are bucketed, so a long run compiles a handful of programs only.
 Temperature 0 is greedy; otherwise temperature, top-k and top-p (nucleus) filtering, then one inverse-CDF
