@@ -20,8 +20,8 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,14 +67,15 @@ def batch_tokens(b: int, length: int, seed: int = 0):
 
 
 def jax_step_fn(b: int, length: int, remat: str = "none"):
-    """A callable running one LoRA train step of the library's `finetune.Trainer` (returns the loss)."""
+    """A callable running one LoRA train step of the library's `trainer_lib.Trainer` (returns the loss)."""
     import jax
     from flax import nnx
 
     sys.path.insert(0, ROOT)
     from rallrec_jax import assets, parallel
+    from rallrec_jax.generation import batches as batch_lib
     from rallrec_jax.generation import examples as ex_lib
-    from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.generation import trainer as trainer_lib
     from rallrec_jax.llm import lora, tokenizer, weights
 
     path = assets.smollm2_gguf()
@@ -83,12 +84,12 @@ def jax_step_fn(b: int, length: int, remat: str = "none"):
     yes, no = tokenizer.yes_no_ids(tok)
     lora.apply_lora(model, lora.LoraConfig(rank=8, alpha=16.0, dropout=0.05), rngs=nnx.Rngs(0))
     mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-    settings = ft.TrainSettings(learning_rate=5e-4, effective_batch=b, micro_batch=b, remat=remat)
-    trainer = ft.Trainer(model, settings, total_steps=10 ** 6, mesh=mesh)
+    settings = trainer_lib.TrainSettings(learning_rate=5e-4, effective_batch=b, micro_batch=b, remat=remat)
+    trainer = trainer_lib.Trainer(model, settings, total_steps=10 ** 6, mesh=mesh)
     tokens, labels = batch_tokens(b, length)
     exs = [ex_lib.Example("train", i, "simple", tuple(tokens[i, :length - 1].tolist()), (yes if labels[i] else no,),
                           int(labels[i]), 0, 0) for i in range(b)]
-    batch, bucket = ft.global_batch(exs, list(range(b)), 1, 0, 16)
+    batch, bucket = batch_lib.global_batch(exs, list(range(b)), 1, 0, 16)
     if bucket != length:
         raise SystemExit(f"--length {length} is not a length bucket (the batch padded to {bucket})")
     state = {"s": trainer.initial_state(), "step": 0}

@@ -13,7 +13,7 @@ length distribution; not built here).
 Stages (ours = library entry points; kernel = the same model on one fixed shape; peer = transformers [+ peft]):
 
 - finetune: `generation.finetune.finetune` (the whole stage: examples, LoRA, the jitted accumulation step,
-  validation, checkpoints), its step seconds read from the run's metrics.jsonl. Kernel: `finetune.Trainer.step`
+  validation, checkpoints), its step seconds read from the run's metrics.jsonl. Kernel: `generation.trainer.Trainer.step`
   on a fixed random batch [micro_batch, the stage's most common length bucket]. Peer: transformers + peft LoRA
   (same r, alpha, dropout, targets, AdamW and linear schedule) on the same prompts with the same batch
   composition (the same rows per step, the same micro-batches, padded to the same bucket, the answer-position
@@ -218,9 +218,11 @@ def torch_yes_scores(peer, seqs, batch: int, pad_id: int, yes_no, min_bucket: in
 
 # ----------------------------------------------------------------------------- finetune
 def bench_finetune(s: Setup) -> dict:
+    from rallrec_jax.generation import batches as batch_lib
     from rallrec_jax.generation import examples as ex_lib
     from rallrec_jax.generation import finetune as ft
     from rallrec_jax.generation import inputs, training_rows
+    from rallrec_jax.generation import trainer as trainer_lib
 
     a, f = s.args, s.config.finetune
     builder = ex_lib.ExampleBuilder(s.data, s.tokenizer, f.max_prompt_tokens or None)
@@ -230,12 +232,12 @@ def bench_finetune(s: Setup) -> dict:
     n_val = min(f.eval_size, s.data.num_samples("validation"))
     val = ex_lib.build_examples(builder, "validation", range(n_val), s.orders, ["simple"])
     settings = ft.FinetuneSettings.from_config(f).train
-    steps = ft.steps_per_epoch(len(train), settings.effective_batch)
-    answer_len = ft.answer_length(train)
+    steps = batch_lib.steps_per_epoch(len(train), settings.effective_batch)
+    answer_len = batch_lib.answer_length(train)
     plan = []  # per step: (batch arrays, bucket, real tokens)
     for step in range(steps):
-        step_rows, _, _ = ft.step_rows(len(train), settings.effective_batch, settings.seed, step)
-        batch, bucket = ft.global_batch(train, step_rows, answer_len, s.pad_id, settings.min_bucket)
+        step_rows, _, _ = batch_lib.step_rows(len(train), settings.effective_batch, settings.seed, step)
+        batch, bucket = batch_lib.global_batch(train, step_rows, answer_len, s.pad_id, settings.min_bucket)
         plan.append((batch, bucket, sum(train[r].length for r in step_rows if r is not None)))
     padded_per_step = [b["tokens"].size for b, _, _ in plan]
     real_per_step = [r for _, _, r in plan]
@@ -252,7 +254,7 @@ def bench_finetune(s: Setup) -> dict:
     if summary["train_examples"] != len(train) or len(step_recs) != steps:
         raise SystemExit(f"finetune ran {len(step_recs)} steps on {summary['train_examples']} examples; this "
                          f"benchmark planned {steps} on {len(train)}: the step plan would not match")
-    real_rows = [sum(r is not None for r in ft.step_rows(len(train), settings.effective_batch, settings.seed, i)[0])
+    real_rows = [sum(r is not None for r in batch_lib.step_rows(len(train), settings.effective_batch, settings.seed, i)[0])
                  for i in range(steps)]
     step_s = [real_rows[i] / rec["examples_per_s"] for i, rec in enumerate(step_recs)]
     ours = stage_rates(step_s, real_per_step, padded_per_step, wall)
@@ -261,14 +263,14 @@ def bench_finetune(s: Setup) -> dict:
     # kernel: Trainer.step on a fixed batch of the most common bucket (the tuned model: it has the adapters)
     bucket = most_common([b for _, b, _ in plan])
     kmodel = model
-    ksettings = ft.TrainSettings(learning_rate=f.learning_rate, effective_batch=f.micro_batch,
+    ksettings = trainer_lib.TrainSettings(learning_rate=f.learning_rate, effective_batch=f.micro_batch,
                                  micro_batch=f.micro_batch, remat=settings.remat)
-    trainer = ft.Trainer(kmodel, ksettings, total_steps=10 ** 6, mesh=s.mesh)
+    trainer = trainer_lib.Trainer(kmodel, ksettings, total_steps=10 ** 6, mesh=s.mesh)
     rng = np.random.default_rng(0)
     ans = train[0].answer_ids
     kex = [ex_lib.Example("train", i, "simple", tuple(rng.integers(100, 40000, bucket - len(ans)).tolist()), ans,
                           1, 0, 0) for i in range(f.micro_batch)]
-    kbatch, klen = ft.global_batch(kex, list(range(f.micro_batch)), len(ans), s.pad_id, settings.min_bucket)
+    kbatch, klen = batch_lib.global_batch(kex, list(range(f.micro_batch)), len(ans), s.pad_id, settings.min_bucket)
     state = {"s": trainer.initial_state(), "i": 0}
 
     def kstep():
@@ -307,7 +309,7 @@ def torch_finetune(s: Setup, plan, val, settings, answer_len: int, steps: int) -
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.generation import batches as batch_lib
     from rallrec_jax.llm.tokenizer import bucket_length
 
     lo = s.config.lora
@@ -357,7 +359,7 @@ def torch_finetune(s: Setup, plan, val, settings, answer_len: int, steps: int) -
             chunk = [val[i] for i in order[start:start + eb]]
             chunk += [None] * (eb - len(chunk))
             length = bucket_length(max(e.length for e in chunk if e is not None), settings.min_bucket)
-            answer_ce(ft.make_batch(chunk, length, ft.answer_length(val), s.pad_id), slice(None))
+            answer_ce(batch_lib.make_batch(chunk, length, batch_lib.answer_length(val), s.pad_id), slice(None))
     wall = time.perf_counter() - t0
     s._peer = model.unload().eval()  # the base model again (adapters removed) for the other stages' peers
     return {"wall_s": wall, "step_s": step_s, "load_s": load_s}

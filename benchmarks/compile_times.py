@@ -80,19 +80,20 @@ def measure(parts: list[str]) -> dict[str, dict[str, float]]:
             sampler_lib._decode, graphdef, state, cache, key_mask, logits, next_pos, key, scalar_i, scalar_f,
             scalar_f, **flags)
     if "train" in parts:
+        from rallrec_jax.generation import batches as batch_lib
         from rallrec_jax.generation import examples as ex_lib
-        from rallrec_jax.generation import finetune as ft
+        from rallrec_jax.generation import trainer as trainer_lib
         from rallrec_jax.llm import lora
         from rallrec_jax.llm.model import create_model
 
         model = create_model(cfg, seed=0)
         lora.apply_lora(model, lora.LoraConfig(), rngs=nnx.Rngs(0))
         mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-        trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4), 10, mesh)
+        trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4), 10, mesh)
         rng = np.random.default_rng(0)
         exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(10, 40000, 250).tolist()), (10539, 2), 1, 0, 0)
                for i in range(8)]
-        batch, length = ft.global_batch(exs, list(range(8)), 2, 0, 16)
+        batch, length = batch_lib.global_batch(exs, list(range(8)), 2, 0, 16)
         lora_state, opt = trainer.initial_state()
         out[f"LoRA train step 2x4 L={length}"] = _timed_compile(trainer._step, lora_state, opt, trainer.frozen,
                                                                trainer.put(batch), jnp.int32(0))

@@ -4,7 +4,7 @@ benchmarks/device_check.py calls `measure`.
 
 Model: Llama-3.1-8B's shapes (32 layers, D 4096, 32 heads / 8 KV heads, FFN 14336, vocab 128256), random
 weights in bfloat16 initialised straight into their shardings (no host copy). LoRA r=8, alpha 16 on q_proj
-and v_proj, AdamW, the answer-position loss of `finetune.Trainer` (the library's own step, nothing
+and v_proj, AdamW, the answer-position loss of `trainer_lib.Trainer` (the library's own step, nothing
 special-cased). FLOPs: `rallrec_jax.llm.flops.lora_step_flops` (work the step must do; recomputation by
 remat is not counted), checked against XLA's cost analysis in tests/test_flops.py. Peak: bf16 dense
 TFLOP/s of the device kind (H200/H100 989, A100 312, TPU v5e 197, v5p 459, v4 275) or --peak_tflops.
@@ -60,8 +60,9 @@ def measure(shape: str = "8b", batch: int = 4, seq: int = 2048, remat: str = "at
     from flax import nnx
 
     from rallrec_jax import parallel
+    from rallrec_jax.generation import batches as batch_lib
     from rallrec_jax.generation import examples as ex_lib
-    from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.generation import trainer as trainer_lib
     from rallrec_jax.llm import flops as flops_lib
     from rallrec_jax.llm import lora
     from rallrec_jax.llm.model import count_params, create_model
@@ -74,12 +75,12 @@ def measure(shape: str = "8b", batch: int = 4, seq: int = 2048, remat: str = "at
     lora.apply_lora(model, lora.LoraConfig(rank=8, alpha=16.0, dropout=0.05), rngs=nnx.Rngs(0))
     jax.block_until_ready(jax.tree.leaves(nnx.state(model)))
     init_s = time.perf_counter() - t0
-    settings = ft.TrainSettings(learning_rate=5e-4, effective_batch=batch, micro_batch=batch, remat=remat)
-    trainer = ft.Trainer(model, settings, total_steps=steps + warmup, mesh=mesh)
+    settings = trainer_lib.TrainSettings(learning_rate=5e-4, effective_batch=batch, micro_batch=batch, remat=remat)
+    trainer = trainer_lib.Trainer(model, settings, total_steps=steps + warmup, mesh=mesh)
     rng = np.random.default_rng(0)
     exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(10, cfg.vocab_size - 10, seq - 1).tolist()),
                           (11,), 1, 0, 0) for i in range(batch)]
-    gbatch, length = ft.global_batch(exs, list(range(batch)), 1, 0, 16)
+    gbatch, length = batch_lib.global_batch(exs, list(range(batch)), 1, 0, 16)
     if length != seq:
         raise SystemExit(f"the batch bucketed to length {length}, not --seq {seq} (use a length bucket)")
     step_flops = flops_lib.lora_step_flops(cfg, batch, seq, answer_len=1, lora_rank=8)

@@ -17,8 +17,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from rallrec_jax import assets, parallel  # noqa: E402
+from rallrec_jax.generation import batches as batch_lib
 from rallrec_jax.generation import examples as ex  # noqa: E402
-from rallrec_jax.generation import finetune as ft  # noqa: E402
+from rallrec_jax.generation import trainer as trainer_lib
 from rallrec_jax.llm import lora  # noqa: E402
 from rallrec_jax.llm.config import LlmConfig  # noqa: E402
 from rallrec_jax.llm.model import create_model  # noqa: E402
@@ -30,11 +31,11 @@ def main(modes):
     rng = np.random.default_rng(0)
     exs = [ex.Example("train", i, "simple", tuple(rng.integers(10, 40000, 511).tolist()), (10539,), 1, 0, 0)
            for i in range(4)]
-    batch, _ = ft.global_batch(exs, list(range(4)), 1, 0, 16)
+    batch, _ = batch_lib.global_batch(exs, list(range(4)), 1, 0, 16)
     for remat in modes:
         m = create_model(cfg, seed=0)
         lora.apply_lora(m, lora.LoraConfig(), rngs=nnx.Rngs(0))
-        tr = ft.Trainer(m, ft.TrainSettings(effective_batch=4, micro_batch=4, remat=remat), 10, mesh)
+        tr = trainer_lib.Trainer(m, trainer_lib.TrainSettings(effective_batch=4, micro_batch=4, remat=remat), 10, mesh)
         lora_state, opt = tr.initial_state()
         ma = tr._step.lower(lora_state, opt, tr.frozen, tr.put(batch), jnp.int32(0)).compile().memory_analysis()
         print(f"remat={remat:>9}: temp {ma.temp_size_in_bytes / 2**20:8.1f} MB  args "

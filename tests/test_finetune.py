@@ -14,15 +14,17 @@ from flax import nnx
 import configs.test
 from rallrec_jax import assets, checkpoint, parallel
 from rallrec_jax.data import prepare, sampling
+from rallrec_jax.generation import batches as batch_lib
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import finetune as ft
 from rallrec_jax.generation import inputs
-from rallrec_jax.prompts import ctr as ctr_prompts
+from rallrec_jax.generation import trainer as trainer_lib
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import tokenizer as tok_lib
 from rallrec_jax.llm import training_forward as tf
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model, positions_from_mask
+from rallrec_jax.prompts import ctr as ctr_prompts
 from tests.unrolled import unrolled_hidden
 
 SMALL = LlmConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -69,9 +71,9 @@ def test_token_cross_entropy_matches_hand_computation():
     for a, t in enumerate([0, 2]):
         z = logits[0, a].astype(np.float64)
         want += np.log(np.exp(z).sum()) - z[t]
-    got = ft.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.ones((1, 2)))
+    got = trainer_lib.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.ones((1, 2)))
     assert abs(float(got) - want) < 1e-5
-    only_second = ft.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray([[0.0, 1.0]]))
+    only_second = trainer_lib.token_cross_entropy(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray([[0.0, 1.0]]))
     z = logits[0, 1].astype(np.float64)
     assert abs(float(only_second) - (np.log(np.exp(z).sum()) - z[2])) < 1e-5
 
@@ -81,9 +83,9 @@ def test_only_answer_tokens_contribute_to_the_loss():
     token; changing prompt-position targets (i.e. the prompt tokens after the first) cannot change it."""
     model = create_model(SMALL, seed=0)
     exs = synthetic_examples(4)
-    batch = ft.make_batch(exs + [None], 64, 3, pad_id=0)  # one zero-weight filler row
+    batch = batch_lib.make_batch(exs + [None], 64, 3, pad_id=0)  # one zero-weight filler row
     assert batch["ans_w"].sum() == 12 and batch["ans_w"][4].sum() == 0
-    ours = float(ft.token_cross_entropy(tf.answer_logits(model, {k: jnp.asarray(v) for k, v in batch.items()}),
+    ours = float(trainer_lib.token_cross_entropy(tf.answer_logits(model, {k: jnp.asarray(v) for k, v in batch.items()}),
                                         jnp.asarray(batch["ans_tok"]), jnp.asarray(batch["ans_w"])))
     full = np.asarray(model(jnp.asarray(batch["tokens"]), jnp.arange(64)[None].repeat(5, 0),
                             jnp.asarray(batch["mask"]).astype(bool)), np.float64)  # [B, L, V]
@@ -116,13 +118,13 @@ def _unrolled_answer_logits(model, batch):
 @pytest.mark.parametrize("remat", ["none", "attention", "full"])
 def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
     model = lora_model(SMALL, dropout=0.0)
-    batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
+    batch = {k: jnp.asarray(v) for k, v in batch_lib.make_batch(synthetic_examples(3), 48, 3, 0).items()}
     graphdef, lora, rest = nnx.split(model, nnx.LoRAParam, ...)
 
     def loss(lora, mode):
         m = nnx.merge(graphdef, lora, rest)
         logits = _unrolled_answer_logits(m, batch) if mode == "unrolled" else tf.answer_logits(m, batch, mode)
-        return ft.token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
+        return trainer_lib.token_cross_entropy(logits, batch["ans_tok"], batch["ans_w"])
 
     lora = jax.tree.map(lambda x: x + 0.01, lora)  # non-zero B so every adapter has a gradient
     want_loss, want_grad = jax.jit(jax.value_and_grad(lambda p: loss(p, "unrolled")))(lora)
@@ -131,14 +133,14 @@ def test_scanned_forward_and_gradients_equal_the_unrolled_model(remat):
     for a, b in zip(jax.tree.leaves(want_grad), jax.tree.leaves(got_grad)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="finetune.remat='some'"):
-        ft.TrainSettings(remat="some")
+        trainer_lib.TrainSettings(remat="some")
 
 
 def test_finetune_settings_read_the_config_section_once():
     """The flat `config.finetune` section typed: the step's fields in `train` (what the run identity hashes),
     the loop from the rest; values by hand from configs/test.py over configs/base_generation.py."""
     f = ft.FinetuneSettings.from_config(configs.test.get_config().finetune)
-    assert f.train == ft.TrainSettings(learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+    assert f.train == trainer_lib.TrainSettings(learning_rate=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                                        effective_batch=16, micro_batch=8, seed=42, min_bucket=16, eval_batch=8,
                                        double_softmax=False, remat="attention")
     assert (f.k_history, f.max_prompt_tokens, f.epochs, f.eval_size, f.progress) == (5, 512, 1, 16, False)
@@ -156,13 +158,13 @@ def test_scanned_forward_draws_the_unrolled_dropout_masks():
     """Each layer slice keeps its own RNG stream in the stacked adapters: with dropout on, the scanned training
     forward equals the loop over layer slices draw for draw (and differs from the dropout-free forward, so masks are applied)."""
     model = lora_model(SMALL, dropout=0.5)
-    batch = {k: jnp.asarray(v) for k, v in ft.make_batch(synthetic_examples(3), 48, 3, 0).items()}
+    batch = {k: jnp.asarray(v) for k, v in batch_lib.make_batch(synthetic_examples(3), 48, 3, 0).items()}
     model.train()
     graphdef, lora, rngs, rest = nnx.split(model, nnx.LoRAParam, nnx.RngState, ...)
     lora = jax.tree.map(lambda x: x + 0.05, lora)
 
     def logits(mode, key):
-        m = nnx.merge(graphdef, lora, ft.reseeded(rngs, key), rest)
+        m = nnx.merge(graphdef, lora, trainer_lib.reseeded(rngs, key), rest)
         return _unrolled_answer_logits(m, batch) if mode == "unrolled" else tf.answer_logits(m, batch, mode)
 
     key = jax.random.key(3)
@@ -200,7 +202,7 @@ def test_examples_chat_template_answer_and_truncation(data, tokenizer):
 # ----------------------------------------------------------------------------- resume == uninterrupted
 def _run(run_dir, steps, stop_at=None):
     model = lora_model(SMALL)
-    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5), steps,
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5), steps,
                          parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
     loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=0, patience=3, progress=False)
     summary = ft.train_loop(trainer, synthetic_examples(20), synthetic_examples(8, seed=9), loop, run_dir,
@@ -233,7 +235,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     mgr.close()
     assert int(pos["step"]) == 4 and int(pos["epoch"]) == 1 and int(pos["batch_in_epoch"]) == 1
     model = lora_model(SMALL)
-    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, seed=5), 6,
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, seed=5), 6,
                          parallel.make_mesh({"data": 1}, jax.devices()[:1]))
     loop = ft.LoopConfig(total_steps=6, eval_every=0, checkpoint_every=0, patience=0, progress=False)
     with pytest.raises(ValueError, match="made with 20 training examples"):
@@ -243,14 +245,14 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
 # ----------------------------------------------------------------------------- sharding
 def _losses(mesh, steps=3, micro=4):
     model = lora_model(SMALL)
-    settings = ft.TrainSettings(effective_batch=16, micro_batch=micro, eval_batch=8, seed=3)
-    trainer = ft.Trainer(model, settings, total_steps=steps, mesh=mesh, yes_no=(7, 9))
+    settings = trainer_lib.TrainSettings(effective_batch=16, micro_batch=micro, eval_batch=8, seed=3)
+    trainer = trainer_lib.Trainer(model, settings, total_steps=steps, mesh=mesh, yes_no=(7, 9))
     exs = synthetic_examples(40)
     lora, opt = trainer.initial_state()
     losses = []
     for step in range(steps):
-        rows, _, _ = ft.step_rows(len(exs), 16, 3, step)
-        batch, _ = ft.global_batch(exs, rows, 3, 0, 16)
+        rows, _, _ = batch_lib.step_rows(len(exs), 16, 3, step)
+        batch, _ = batch_lib.global_batch(exs, rows, 3, 0, 16)
         lora, opt, stats = trainer.step(lora, opt, batch, step)
         losses.append(float(stats["loss"]))
     return losses, [np.asarray(x) for x in jax.tree.leaves(lora)], trainer.evaluate(lora, exs[:16], 3, 0)
@@ -271,10 +273,10 @@ def test_micro_batch_size_does_not_change_the_updates_and_training_learns():
     repeated steps on one batch lower the answer loss."""
     def run(micro):
         model = lora_model(SMALL, dropout=0.0)
-        trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=16, micro_batch=micro, learning_rate=1e-2), 6,
+        trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=16, micro_batch=micro, learning_rate=1e-2), 6,
                              parallel.make_mesh({"data": 1}, jax.devices()[:1]))
         lora, opt = trainer.initial_state()
-        batch, _ = ft.global_batch(synthetic_examples(16), list(range(16)), 3, 0, 16)
+        batch, _ = batch_lib.global_batch(synthetic_examples(16), list(range(16)), 3, 0, 16)
         losses = []
         for step in range(6):
             lora, opt, stats = trainer.step(lora, opt, batch, step)
@@ -289,16 +291,16 @@ def test_micro_batch_size_does_not_change_the_updates_and_training_learns():
 
 def test_micro_batch_must_divide_over_the_mesh():
     with pytest.raises(ValueError, match="micro_batch=2 must be a multiple of the 8 data-parallel"):
-        ft.Trainer(lora_model(SMALL), ft.TrainSettings(effective_batch=16, micro_batch=2), 1,
+        trainer_lib.Trainer(lora_model(SMALL), trainer_lib.TrainSettings(effective_batch=16, micro_batch=2), 1,
                    parallel.make_mesh({"data": 8}))
     with pytest.raises(ValueError, match="not a multiple of finetune.micro_batch"):
-        ft.TrainSettings(effective_batch=10, micro_batch=4)
+        trainer_lib.TrainSettings(effective_batch=10, micro_batch=4)
 
 
 # ----------------------------------------------------------------------------- NaN and early stopping
 def _trainer(tmp, steps=6):
     model = lora_model(SMALL)
-    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=8), steps,
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=8), steps,
                          parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
     return trainer
 
@@ -357,7 +359,7 @@ def test_early_stopping_reads_validation_and_keeps_the_best(tmp_path, monkeypatc
 
 def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, data, monkeypatch):
     splits = []
-    real = ft.Trainer.evaluate
+    real = trainer_lib.Trainer.evaluate
 
     indices = []
 
@@ -366,7 +368,7 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
         indices.append([e.index for e in examples])
         return real(self, lora, examples, answer_len, pad_id)
 
-    monkeypatch.setattr(ft.Trainer, "evaluate", spy)
+    monkeypatch.setattr(trainer_lib.Trainer, "evaluate", spy)
     config = configs.test.get_config()
     config.finetune.max_steps = 1
     config.finetune.train_size = 16
@@ -385,7 +387,7 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
 # ----------------------------------------------------------------------------- damaged checkpoints, changed settings
 def _run_checkpointed(run_dir, steps, stop_at=None, lr=5e-4):
     model = lora_model(SMALL)
-    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5,
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5,
                                                  learning_rate=lr), steps,
                          parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
     loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=1, patience=0, progress=False)

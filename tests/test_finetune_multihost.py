@@ -7,12 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-
 COMMON = textwrap.dedent("""
     import numpy as np
     from flax import nnx
     from rallrec_jax.generation import examples as ex_lib
     from rallrec_jax.generation import finetune as ft
+    from rallrec_jax.generation import batches as batch_lib
+    from rallrec_jax.generation import trainer as trainer_lib
     from rallrec_jax.llm import lora as lora_lib
     from rallrec_jax.llm.config import LlmConfig
     from rallrec_jax.llm.model import create_model
@@ -31,14 +32,14 @@ COMMON = textwrap.dedent("""
 
     def train(mesh, steps=3):
         model = lora_lib.apply_lora(create_model(CFG, seed=0), lora_lib.LoraConfig(), rngs=nnx.Rngs(1))
-        settings = ft.TrainSettings(effective_batch=16, micro_batch=8, eval_batch=8, seed=3, learning_rate=5e-3)
-        trainer = ft.Trainer(model, settings, steps, mesh, yes_no=(7, 9))
+        settings = trainer_lib.TrainSettings(effective_batch=16, micro_batch=8, eval_batch=8, seed=3, learning_rate=5e-3)
+        trainer = trainer_lib.Trainer(model, settings, steps, mesh, yes_no=(7, 9))
         exs = examples(40)
         lora, opt = trainer.initial_state()
         losses = []
         for step in range(steps):
-            rows, _, _ = ft.step_rows(len(exs), 16, 3, step)
-            batch, _ = ft.global_batch(exs, rows, 3, 0, 16)  # this process's rows only
+            rows, _, _ = batch_lib.step_rows(len(exs), 16, 3, step)
+            batch, _ = batch_lib.global_batch(exs, rows, 3, 0, 16)  # this process's rows only
             lora, opt, stats = trainer.step(lora, opt, batch, step)
             losses.append(float(stats["loss"]))
         ev = trainer.evaluate(lora, examples(16, seed=4), 3, 0)

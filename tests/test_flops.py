@@ -6,8 +6,9 @@ import pytest
 from flax import nnx
 
 from rallrec_jax import parallel
+from rallrec_jax.generation import batches as batch_lib
 from rallrec_jax.generation import examples as ex_lib
-from rallrec_jax.generation import finetune as ft
+from rallrec_jax.generation import trainer as trainer_lib
 from rallrec_jax.llm import flops
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm.config import LlmConfig
@@ -25,11 +26,11 @@ def test_lora_step_flops_match_xla_cost_analysis():
     model = create_model(CFG, seed=0)
     lora_lib.apply_lora(model, lora_lib.LoraConfig(rank=8, dropout=0.0), rngs=nnx.Rngs(0))
     mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-    trainer = ft.Trainer(model, ft.TrainSettings(effective_batch=batch, micro_batch=batch, remat="none"), 10, mesh)
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=batch, micro_batch=batch, remat="none"), 10, mesh)
     rng = np.random.default_rng(0)
     exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(3, 500, seq - 1).tolist()), (7,), 1, 0, 0)
            for i in range(batch)]
-    data, length = ft.global_batch(exs, list(range(batch)), 1, 0, 16)
+    data, length = batch_lib.global_batch(exs, list(range(batch)), 1, 0, 16)
     assert length == seq
     lora, opt = trainer.initial_state()
     compiled = trainer._step.lower(lora, opt, trainer.frozen, trainer.put(data), jnp.int32(0)).compile()
