@@ -1,5 +1,6 @@
 """Compile seconds of SmolLM2-135M's jitted programs: the scoring forward, the sampler's prefill and decode,
-and the LoRA train step, each `jax.jit(...).lower(...).compile()` once in a fresh process (no persistent cache).
+and the LoRA train step, each `jax.jit(...).lower(...).compile()` once in a fresh process (no persistent cache;
+`--persistent-cache` runs two fresh processes on one new cache folder: what a first run and every later one pay).
 
 Only shapes matter: scoring, prefill and decode lower with abstract parameters (`nnx.eval_shape`); the train
 step needs a concrete model (random weights). Shapes: scoring B=8, L=256 (head at the last real token);
@@ -10,7 +11,7 @@ r=8 on q/v, 2 micro-batches of 4 rows of 256 tokens, remat "attention" (the defa
 its own process, right before the current code, and prints both columns with their ratio; timings on a
 shared machine are noisy, so compare the ratio, not seconds across runs; CPU seconds move far less than wall.
 
-    python benchmarks/compile_times.py [--baseline /tmp/main_copy] [--parts scoring,prefill,decode,train]
+    python benchmarks/compile_times.py [--baseline /tmp/main_copy | --persistent-cache] [--parts scoring,prefill,decode,train]
 """
 from __future__ import annotations
 
@@ -54,6 +55,10 @@ def measure(parts: list[str]) -> dict[str, dict[str, float]]:
     from rallrec_jax.llm.config import LlmConfig
     from rallrec_jax.llm.model import Llm
 
+    if os.environ.get("COMPILE_TIMES_PERSISTENT"):  # --persistent-cache: the binaries' cache, as they enable it
+        from rallrec_jax import xla_cache
+
+        xla_cache.enable()
     cfg = LlmConfig.from_gguf(gguf.GGUFReader(str(assets.smollm2_gguf())))
     jax.jit(lambda x: x + 1).lower(1.0).compile()  # the process's one-time compiler set-up, not counted
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Llm(cfg, rngs=nnx.Rngs(0))))
@@ -100,8 +105,11 @@ def measure(parts: list[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_child(code_root: pathlib.Path, parts: list[str]) -> dict[str, dict[str, float]]:
+def run_child(code_root: pathlib.Path, parts: list[str], cache: pathlib.Path | None = None
+              ) -> dict[str, dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": str(code_root), "JAX_PLATFORMS": "cpu"}
+    if cache is not None:
+        env.update(COMPILE_TIMES_PERSISTENT="1", RALLREC_XLA_CACHE=str(cache))
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--child", "--parts", ",".join(parts)]
     done = subprocess.run(cmd, env=env, cwd=str(code_root), capture_output=True, text=True, check=False)
     if done.returncode:
@@ -113,6 +121,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default=",".join(PARTS))
     ap.add_argument("--baseline", default="", help="another checkout to measure first, in its own process")
+    ap.add_argument("--persistent-cache", action="store_true",
+                    help="two fresh processes sharing a new persistent XLA cache (rallrec_jax/xla_cache.py): the "
+                         "first compiles and writes each program, the second loads it")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     parts = [p for p in args.parts.split(",") if p]
@@ -125,6 +136,18 @@ def main() -> None:
     import jax
 
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    if args.persistent_cache:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            first = run_child(ROOT, parts, pathlib.Path(tmp))
+            second = run_child(ROOT, parts, pathlib.Path(tmp))
+        print(f"{'program':32s} {'compiled':>8s} {'loaded':>7s} {'ratio':>6s} {'wall compiled':>14s} {'loaded':>7s}"
+              "   (lower + compile, CPU seconds: a first process with an empty persistent cache, then a second)")
+        for name, a_, b_ in ((n, first[n], second[n]) for n in first):
+            print(f"{name:32s} {a_['total']:8.2f} {b_['total']:7.2f} {a_['total'] / b_['total']:5.1f}x "
+                  f"{a_['wall']:14.2f} {b_['wall']:7.2f}")
+        return
     base = run_child(pathlib.Path(args.baseline).resolve(), parts) if args.baseline else None
     cur = run_child(ROOT, parts)
     if base is None:

@@ -8,6 +8,9 @@ terminal for stage lines, progress bars (`--noprogress` hides them), results and
 Config files import `from configs import ...`: the `configs` package ships with the distribution, and a source
 checkout's root is put on the path by the experiments/ wrappers.
 
+Every binary loads the programs earlier runs compiled from the persistent XLA cache (`rallrec_jax/xla_cache.py`;
+`RALLREC_XLA_CACHE=off` turns it off).
+
 Multi-host (every binary with --config): `--coordinator=host:port --num_processes=N --process_id=i` on every
 host, or `--distributed=auto` where `jax.distributed.initialize()` finds the cluster itself (TPU pods, SLURM).
 Then process 0 holds the workdir's lock and writes the files; the others compute beside it and wait for them
@@ -23,7 +26,7 @@ from typing import Any
 
 from absl import app, flags
 
-from rallrec_jax import console, locking, settings
+from rallrec_jax import console, locking, settings, xla_cache
 
 # Without torch (the default install) transformers advises at import that its PyTorch models are unavailable;
 # none is used here, so that line would only mislead on the terminal.
@@ -54,6 +57,7 @@ class _Common:
         if self.distributed is not None:
             name = self.distributed.join(name)
         console.setup(workdir, name, log_to_console=self.log_to_console.value, progress=self.progress.value)
+        xla_cache.enable()  # programs compiled by an earlier run are loaded, not compiled again
         return workdir
 
 
