@@ -589,7 +589,6 @@ def part_lightgcn(rec: Recorder, dry: bool, args) -> None:
     sys.path.insert(0, str(HERE))
     import bench_lightgcn
     import harness
-    from rallrec_jax import metrics as M
     from rallrec_jax.retrieval import lightgcn as L
 
     if dry:

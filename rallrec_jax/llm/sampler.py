@@ -121,7 +121,6 @@ def _nucleus_draw(vals: jax.Array, idx: jax.Array, lse: jax.Array, top_p: jax.Ar
     sorted order, so the filtered CDF is the prefix sum itself: no second sort, no scatter back."""
     probs = jnp.exp(vals - lse)  # [N, C]
     cum = prefix_sum(probs)
-    c = vals.shape[-1]
     if use_top_p:
         threshold = jnp.min(jnp.where(cum - probs < top_p, vals, jnp.inf), axis=-1, keepdims=True)
         kept = vals >= threshold  # [N, C], a prefix
