@@ -20,8 +20,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +67,7 @@ def batch_tokens(b: int, length: int, seed: int = 0):
 
 
 def jax_step_fn(b: int, length: int, remat: str = "none"):
-    """A callable running one LoRA train step of the library's `trainer_lib.Trainer` (returns the loss)."""
+    """A callable running one LoRA train step of the library's `generation.trainer.Trainer` (returns the loss)."""
     import jax
     from flax import nnx
 

@@ -13,11 +13,11 @@ length distribution; not built here).
 Stages (ours = library entry points; kernel = the same model on one fixed shape; peer = transformers [+ peft]):
 
 - finetune: `generation.finetune.finetune` (the whole stage: examples, LoRA, the jitted accumulation step,
-  validation, checkpoints), its step seconds read from the run's metrics.jsonl. Kernel: `generation.trainer.Trainer.step`
-  on a fixed random batch [micro_batch, the stage's most common length bucket]. Peer: transformers + peft LoRA
-  (same r, alpha, dropout, targets, AdamW and linear schedule) on the same prompts with the same batch
-  composition (the same rows per step, the same micro-batches, padded to the same bucket, the answer-position
-  loss), plus the same validation pass.
+  validation, checkpoints), its step seconds read from the run's metrics.jsonl. Kernel:
+  `generation.trainer.Trainer.step` on a fixed random batch [micro_batch, the stage's most common length
+  bucket]. Peer: transformers + peft LoRA (same r, alpha, dropout, targets, AdamW and linear schedule) on the
+  same prompts with the same batch composition (the same rows per step, the same micro-batches, padded to the
+  same bucket, the answer-position loss), plus the same validation pass.
 - evaluate: `generation.evaluate.evaluate` (zero-shot: merged adapters have the same shapes), run twice: the
   first call holds the compile of every length bucket, the second is the steady state. Kernel:
   `scoring.Scorer.yes_probability` on a fixed [eval batch, most common bucket]. Peer: transformers scoring the
@@ -254,7 +254,8 @@ def bench_finetune(s: Setup) -> dict:
     if summary["train_examples"] != len(train) or len(step_recs) != steps:
         raise SystemExit(f"finetune ran {len(step_recs)} steps on {summary['train_examples']} examples; this "
                          f"benchmark planned {steps} on {len(train)}: the step plan would not match")
-    real_rows = [sum(r is not None for r in batch_lib.step_rows(len(train), settings.effective_batch, settings.seed, i)[0])
+    real_rows = [sum(r is not None
+                     for r in batch_lib.step_rows(len(train), settings.effective_batch, settings.seed, i)[0])
                  for i in range(steps)]
     step_s = [real_rows[i] / rec["examples_per_s"] for i, rec in enumerate(step_recs)]
     ours = stage_rates(step_s, real_per_step, padded_per_step, wall)
@@ -264,7 +265,7 @@ def bench_finetune(s: Setup) -> dict:
     bucket = most_common([b for _, b, _ in plan])
     kmodel = model
     ksettings = trainer_lib.TrainSettings(learning_rate=f.learning_rate, effective_batch=f.micro_batch,
-                                 micro_batch=f.micro_batch, remat=settings.remat)
+                                          micro_batch=f.micro_batch, remat=settings.remat)
     trainer = trainer_lib.Trainer(kmodel, ksettings, total_steps=10 ** 6, mesh=s.mesh)
     rng = np.random.default_rng(0)
     ans = train[0].answer_ids

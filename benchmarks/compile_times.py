@@ -11,7 +11,8 @@ r=8 on q/v, 2 micro-batches of 4 rows of 256 tokens, remat "attention" (the defa
 its own process, right before the current code, and prints both columns with their ratio; timings on a
 shared machine are noisy, so compare the ratio, not seconds across runs; CPU seconds move far less than wall.
 
-    python benchmarks/compile_times.py [--baseline /tmp/main_copy | --persistent-cache] [--parts scoring,prefill,decode,train]
+    python benchmarks/compile_times.py [--baseline /tmp/main_copy | --persistent-cache]
+                                       [--parts scoring,prefill,decode,train]
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ benchmarks/device_check.py calls `measure`.
 
 Model: Llama-3.1-8B's shapes (32 layers, D 4096, 32 heads / 8 KV heads, FFN 14336, vocab 128256), random
 weights in bfloat16 initialised straight into their shardings (no host copy). LoRA r=8, alpha 16 on q_proj
-and v_proj, AdamW, the answer-position loss of `trainer_lib.Trainer` (the library's own step, nothing
+and v_proj, AdamW, the answer-position loss of `generation.trainer.Trainer` (the library's own step, nothing
 special-cased). FLOPs: `rallrec_jax.llm.flops.lora_step_flops` (work the step must do; recomputation by
 remat is not counted), checked against XLA's cost analysis in tests/test_flops.py. Peak: bf16 dense
 TFLOP/s of the device kind (H200/H100 989, A100 312, TPU v5e 197, v5p 459, v4 275) or --peak_tflops.

@@ -17,9 +17,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from rallrec_jax import assets, parallel  # noqa: E402
-from rallrec_jax.generation import batches as batch_lib
+from rallrec_jax.generation import batches as batch_lib  # noqa: E402
 from rallrec_jax.generation import examples as ex  # noqa: E402
-from rallrec_jax.generation import trainer as trainer_lib
+from rallrec_jax.generation import trainer as trainer_lib  # noqa: E402
 from rallrec_jax.llm import lora  # noqa: E402
 from rallrec_jax.llm.config import LlmConfig  # noqa: E402
 from rallrec_jax.llm.model import create_model  # noqa: E402

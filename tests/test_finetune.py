@@ -202,8 +202,9 @@ def test_examples_chat_template_answer_and_truncation(data, tokenizer):
 # ----------------------------------------------------------------------------- resume == uninterrupted
 def _run(run_dir, steps, stop_at=None):
     model = lora_model(SMALL)
-    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5), steps,
-                         parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8,
+                                                                   seed=5), steps,
+                                  parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
     loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=0, patience=3, progress=False)
     summary = ft.train_loop(trainer, synthetic_examples(20), synthetic_examples(8, seed=9), loop, run_dir,
                             pad_id=0, stop_at=stop_at)
@@ -273,8 +274,9 @@ def test_micro_batch_size_does_not_change_the_updates_and_training_learns():
     repeated steps on one batch lower the answer loss."""
     def run(micro):
         model = lora_model(SMALL, dropout=0.0)
-        trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=16, micro_batch=micro, learning_rate=1e-2), 6,
-                             parallel.make_mesh({"data": 1}, jax.devices()[:1]))
+        trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=16, micro_batch=micro,
+                                                                       learning_rate=1e-2), 6,
+                                      parallel.make_mesh({"data": 1}, jax.devices()[:1]))
         lora, opt = trainer.initial_state()
         batch, _ = batch_lib.global_batch(synthetic_examples(16), list(range(16)), 3, 0, 16)
         losses = []
@@ -387,9 +389,9 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
 # ----------------------------------------------------------------------------- damaged checkpoints, changed settings
 def _run_checkpointed(run_dir, steps, stop_at=None, lr=5e-4):
     model = lora_model(SMALL)
-    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8, seed=5,
-                                                 learning_rate=lr), steps,
-                         parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
+    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=8, micro_batch=4, eval_batch=8,
+                                                                   seed=5, learning_rate=lr), steps,
+                                  parallel.make_mesh({"data": 1}, jax.devices()[:1]), yes_no=(7, 9))
     loop = ft.LoopConfig(total_steps=steps, eval_every=2, checkpoint_every=1, patience=0, progress=False)
     summary = ft.train_loop(trainer, synthetic_examples(20), synthetic_examples(8, seed=9), loop, run_dir,
                             pad_id=0, stop_at=stop_at, identity={"what": "test"})

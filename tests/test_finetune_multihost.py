@@ -32,7 +32,8 @@ COMMON = textwrap.dedent("""
 
     def train(mesh, steps=3):
         model = lora_lib.apply_lora(create_model(CFG, seed=0), lora_lib.LoraConfig(), rngs=nnx.Rngs(1))
-        settings = trainer_lib.TrainSettings(effective_batch=16, micro_batch=8, eval_batch=8, seed=3, learning_rate=5e-3)
+        settings = trainer_lib.TrainSettings(effective_batch=16, micro_batch=8, eval_batch=8, seed=3,
+                                             learning_rate=5e-3)
         trainer = trainer_lib.Trainer(model, settings, steps, mesh, yes_no=(7, 9))
         exs = examples(40)
         lora, opt = trainer.initial_state()

@@ -26,7 +26,8 @@ def test_lora_step_flops_match_xla_cost_analysis():
     model = create_model(CFG, seed=0)
     lora_lib.apply_lora(model, lora_lib.LoraConfig(rank=8, dropout=0.0), rngs=nnx.Rngs(0))
     mesh = parallel.make_mesh({"data": 1}, jax.devices()[:1])
-    trainer = trainer_lib.Trainer(model, trainer_lib.TrainSettings(effective_batch=batch, micro_batch=batch, remat="none"), 10, mesh)
+    settings = trainer_lib.TrainSettings(effective_batch=batch, micro_batch=batch, remat="none")
+    trainer = trainer_lib.Trainer(model, settings, 10, mesh)
     rng = np.random.default_rng(0)
     exs = [ex_lib.Example("train", i, "simple", tuple(rng.integers(3, 500, seq - 1).tolist()), (7,), 1, 0, 0)
            for i in range(batch)]

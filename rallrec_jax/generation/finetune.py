@@ -38,19 +38,9 @@ from rallrec_jax import settings as settings_lib
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
 from rallrec_jax.generation import training_rows
-from rallrec_jax.generation.batches import (
-    answer_length,
-    global_batch,
-    step_rows,
-    steps_per_epoch,
-)
+from rallrec_jax.generation.batches import answer_length, global_batch, step_rows, steps_per_epoch
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
-from rallrec_jax.generation.inputs import (
-    lora_config,
-    run_dir,
-    run_identity,
-    stage_inputs,
-)
+from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.generation.trainer import Trainer, TrainSettings
 from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm.model import Llm

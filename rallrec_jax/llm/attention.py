@@ -6,10 +6,11 @@ Two entry points over q [B, T, H, hd] (H a multiple of KV):
   [B, T, S]; the no-cache forward (scoring, prefill, training).
 * `attend_parts(q, parts)`: several key sets at once, in the KV cache's head-major layout [B', KV, S, hd]
   (`model.KVCache`), the score matmul's operand layout, so a decode step reads its cache without a transpose;
-  e.g. a prompt prefix shared by K continuations, the tokens generated so far and the chunk itself. Each part is attended separately and returns its output and
-  log-sum-exp; `merge_parts` combines them exactly (softmax over the union of the keys), so nothing is
-  concatenated and a shared prefix is never repeated per row. A part's keys may hold fewer rows than q:
-  B = r * B', row b of q reads key row b // r (the r rows are folded into the query axis).
+  e.g. a prompt prefix shared by K continuations, the tokens generated so far and the chunk itself. Each part
+  is attended separately and returns its output and log-sum-exp; `merge_parts` combines them exactly
+  (softmax over the union of the keys), so nothing is concatenated and a shared prefix is never repeated per
+  row. A part's keys may hold fewer rows than q: B = r * B', row b of q reads key row b // r (the r rows are
+  folded into the query axis).
 
 Implementations (`LlmConfig.attention_impl`): "einsum" (query-chunked einsums, the CPU path), "dot_product"
 (`jax.nn.dot_product_attention`, cuDNN flash attention on GPU, its XLA reference elsewhere), "auto" (the
