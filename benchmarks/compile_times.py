@@ -131,6 +131,9 @@ def main() -> None:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise SystemExit(f"--parts: unknown {unknown}; known {PARTS}")
+    if args.persistent_cache and args.baseline:
+        raise SystemExit("--baseline and --persistent-cache measure different things (another checkout's first "
+                         "compile; this checkout's cached reload): give one of them per run")
     if args.child:
         print(json.dumps(measure(parts)))
         return

@@ -16,7 +16,10 @@ P=4 x K=5 and P=10 x K=3 samples, and a single row (P=1, K=1); 128 new tokens, e
 is unreachable); sampled (temperature 0.6, top-p 0.95, as the reasoning stage) and greedy. The time is the
 decode while-loop alone (prefill excluded), median of --reps runs.
 
-    python benchmarks/decode_floor.py [--reps 3] [--shapes 4x5,10x3,1x1] [--new-tokens 128]
+`--fuse on,off` (the default) times each shape and mode with the fused q/k/v and gate/up projections
+(`Llm.fused_projections`, the CPU default) and without, in interleaved runs, and prints fused / unfused.
+
+    python benchmarks/decode_floor.py [--reps 3] [--shapes 4x5,10x3,1x1] [--new-tokens 128] [--fuse on,off]
 """
 from __future__ import annotations
 
@@ -87,7 +90,9 @@ def main() -> None:
     ap.add_argument("--shapes", default="4x5,10x3,1x1", help="PxK list")
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--modes", default="sampled,greedy")
+    ap.add_argument("--fuse", default="on,off", help="fused projections: on, off, or both (interleaved)")
     args = ap.parse_args()
+    fuses = [{"on": True, "off": False}[v] for v in args.fuse.split(",")]
 
     from rallrec_jax import assets
     from rallrec_jax.llm import sampler as sampler_lib
@@ -110,7 +115,7 @@ def main() -> None:
     print(f"float32 matmul (jax, 2048^2): {gflops:.0f} GFLOP/s")
     print(f"weights: {param_bytes / 1e6:.0f} MB read per step, {matmul_params / 1e6:.0f} M multiply-adds per row")
     print(f"{'shape':>8s} {'mode':>8s} {'rows':>5s} {'slots':>6s} {'KV MB':>6s} {'mem ms':>7s} {'flop ms':>8s} "
-          f"{'floor':>6s} {'ms/step':>8s} {'x floor':>8s} {'tok/s':>7s}")
+          f"{'floor':>6s} {'fused':>6s} {'ms/step':>8s} {'x floor':>8s} {'tok/s':>7s} {'vs unfused':>10s}")
     new = args.new_tokens
     gen = bucket_length(new)
     for shape in args.shapes.split(","):
@@ -135,23 +140,35 @@ def main() -> None:
                          use_top_p=not greedy)
             if "lp" in inspect.signature(sampler_lib._decode).parameters:  # older sampler: static prompt bucket
                 flags["lp"] = lp
+            has_fuse = "fuse" in inspect.signature(sampler_lib._decode).parameters  # older sampler: never fused
 
-            def run():
+            def run(fuse: bool):
                 cache, logits, key_mask, next_pos = sampler_lib._prefill(
                     graphdef, state, tokens, mask, mesh=None, num_samples=k, gen_len=gen)
                 jax.block_until_ready(cache)
+                extra = {"fuse": fuse} if has_fuse else {}
                 t0 = time.perf_counter()
                 out = sampler_lib._decode(graphdef, state, cache, key_mask, logits, next_pos, jax.random.key(0),
-                                          jnp.int32(new), jnp.float32(0.6), jnp.float32(0.95), **flags)
+                                          jnp.int32(new), jnp.float32(0.6), jnp.float32(0.95), **flags, **extra)
                 jax.block_until_ready(out)
                 return time.perf_counter() - t0
 
-            run()  # compile
-            sec = statistics.median(run() for _ in range(args.reps))
-            ms = sec / new * 1e3
-            print(f"{p}x{k:<6d} {mode:>8s} {rows:5d} {lp + gen:6d} {kv_bytes / 1e6:6.0f} {mem_ms:7.1f} {flop_ms:8.1f} "
-                  f"{bound:>6s} {ms:8.1f} {ms / floor_ms:8.2f} {p * k * new / sec:7.0f}", flush=True)
-
+            for fuse in fuses:
+                run(fuse)  # compile
+            times = {fuse: [] for fuse in fuses}
+            for _ in range(args.reps):  # interleaved, so a change of the machine's speed hits both alike
+                for fuse in fuses:
+                    times[fuse].append(run(fuse))
+            for fuse in fuses:
+                sec = statistics.median(times[fuse])
+                ms = sec / new * 1e3
+                ratio = ""
+                if fuse and False in times:
+                    pairs = sorted(b / a for a, b in zip(times[True], times[False]))
+                    ratio = f"{statistics.median(pairs):.2f}x ({pairs[0]:.2f}-{pairs[-1]:.2f})"
+                print(f"{p}x{k:<6d} {mode:>8s} {rows:5d} {lp + gen:6d} {kv_bytes / 1e6:6.0f} {mem_ms:7.1f} "
+                      f"{flop_ms:8.1f} {bound:>6s} {'yes' if fuse else 'no':>6s} {ms:8.1f} {ms / floor_ms:8.2f} "
+                      f"{p * k * new / sec:7.0f} {ratio:>10s}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,10 @@ buckets, the sampler's prefill and decode, the train step) and far more for an 8
 accelerator lease. With the cache, the second process loads each program in a tenth of that or less
 (`benchmarks/compile_times.py --persistent-cache` measures both in fresh processes).
 
-Where: `$RALLREC_XLA_CACHE`, else `<RALLREC_CACHE>/xla` (`assets.cache_dir()`); `RALLREC_XLA_CACHE=off` turns
-it off. Every binary enables it at start (`cli.py`); a notebook or service calls `enable()` itself.
+Where: `$RALLREC_XLA_CACHE`, else a folder jax was already given (`JAX_COMPILATION_CACHE_DIR` or
+`jax.config.jax_compilation_cache_dir`: a user's own cache is kept, not moved), else `<RALLREC_CACHE>/xla`
+(`assets.cache_dir()`); `RALLREC_XLA_CACHE=off` turns it off. Every binary enables it at start (`cli.py`); a
+notebook or service calls `enable()` itself.
 
 Safety: jax keys an entry by the program, its compile options and shardings, the jax/jaxlib versions and the
 backend, and writes it from process 0 only; XLA:CPU checks the host's CPU features when it loads an entry and
@@ -33,6 +35,12 @@ def cache_path() -> pathlib.Path | None:
     value = os.environ.get(ENV)
     if value is not None:
         return None if value.strip().lower() in OFF else pathlib.Path(value).expanduser().resolve()
+    import jax
+
+    # jax reads JAX_COMPILATION_CACHE_DIR into this option at import; a folder set either way is the user's choice.
+    own = jax.config.jax_compilation_cache_dir
+    if own:
+        return pathlib.Path(own).expanduser().resolve()
     from rallrec_jax import assets
 
     return assets.cache_dir() / "xla"

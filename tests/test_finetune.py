@@ -384,6 +384,11 @@ def test_finetune_evaluates_on_the_validation_split_only(tmp_path, tokenizer, da
     assert len(set(users.tolist())) == min(len(users), len(set(data.samples["validation"]["user"].tolist())))
     assert summary["validation_sample"]["rows"] == config.finetune.eval_size
     assert summary["finished"] and math.isfinite(summary["last_eval"]["eval_loss"])
+    # The run draws its learning curve: the validation at step 1, after train_size examples.
+    curve = json.loads(pathlib.Path(summary["learning_curve"]).with_suffix(".json").read_text())
+    assert pathlib.Path(summary["learning_curve"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curve["x"] == "examples_seen" and curve["validation"]["examples_seen"] == [16.0]
+    assert curve["validation"]["eval_loss"] == [summary["last_eval"]["eval_loss"]]
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints, changed settings

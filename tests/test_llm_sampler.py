@@ -9,6 +9,7 @@ from rallrec_jax import parallel
 from rallrec_jax.llm.config import LlmConfig
 from rallrec_jax.llm.model import create_model
 from rallrec_jax.llm.sharding import shard_model
+from rallrec_jax.llm import lora as lora_lib
 from rallrec_jax.llm import sampler as sampler_lib
 from rallrec_jax.llm.sampler import CANDIDATES, WIDE_CANDIDATES, Sampler, candidate_logits, filter_logits, sample_tokens
 
@@ -202,3 +203,63 @@ def test_top_p_samples_follow_the_nucleus_distribution():
     assert set(np.unique(draws)) <= set(keep)
     freq = np.bincount(draws, minlength=200) / len(draws)
     assert np.abs(freq - q).sum() < 0.1
+
+
+# ----------------------------------------------------------------------------- fused decode projections
+def lora_everywhere(seed=0, dropout=0.0):
+    """A sharp model with adapters on all seven projections and non-zero B, so the fold-in is visible."""
+    model = sharp_model(seed)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_lib.apply_lora(model, lora_lib.LoraConfig(rank=4, alpha=8.0, dropout=dropout, targets=targets),
+                        rngs=nnx.Rngs(seed))
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, lora_lib.LoraDense):
+            node.lora_b.set_value(0.3 * jax.random.normal(jax.random.key(seed + 7), node.lora_b.get_value().shape))
+    return model
+
+
+@pytest.mark.parametrize("adapted", [False, True])
+def test_fused_projections_are_the_kernels_side_by_side_and_decode_the_same(adapted):
+    model = lora_everywhere() if adapted else sharp_model()
+    fused = model.fused_projections()
+    attn, mlp = model.layers.attn, model.layers.mlp
+
+    def effective(layer):  # numpy: W + (alpha / r) A @ B for an adapted layer
+        if isinstance(layer, lora_lib.LoraDense):
+            return (np.asarray(layer.base.kernel.get_value())
+                    + layer.scale * np.asarray(layer.lora_a.get_value()) @ np.asarray(layer.lora_b.get_value()))
+        return np.asarray(layer.kernel.get_value())
+
+    want_qkv = np.concatenate([effective(m) for m in (attn.q_proj, attn.k_proj, attn.v_proj)], axis=-1)
+    want_gu = np.concatenate([effective(m) for m in (mlp.gate_proj, mlp.up_proj)], axis=-1)
+    assert fused["qkv"].shape == (CFG.num_layers, CFG.hidden_size, (CFG.num_heads + 2 * CFG.num_kv_heads) * 8)
+    np.testing.assert_allclose(fused["qkv"], want_qkv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused["gate_up"], want_gu, rtol=1e-5, atol=1e-6)
+    assert "qkv_bias" in fused and "gate_up_bias" not in fused  # CFG has q/k/v biases, no MLP bias
+    # One decode chunk after a cached prompt: the same hidden states and new keys/values either way.
+    tokens = jnp.asarray([[5, 6, 7, 8], [9, 10, 11, 12]])
+    mask = jnp.ones_like(tokens, bool)
+    _, prefix = model.hidden_states(tokens, jnp.arange(4)[None].repeat(2, 0), mask, return_kv=True)
+    step, pos = jnp.asarray([[13], [14]]), jnp.asarray([[4], [4]])
+    h0, kv0 = model.extend(step, pos, None, (prefix,))
+    h1, kv1 = model.extend(step, pos, None, (prefix,), fused)
+    np.testing.assert_allclose(h1, h0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kv1.k, kv0.k, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kv1.v, kv0.v, rtol=1e-5, atol=1e-5)
+
+
+def test_an_adapter_with_dropout_in_training_mode_is_not_fused():
+    model = lora_everywhere(dropout=0.1)
+    model.train()
+    assert model.fused_projections() is None
+    model.eval()
+    assert model.fused_projections() is not None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_fused_and_unfused_samplers_draw_the_same_tokens(temperature):
+    model = lora_everywhere(seed=3)
+    runs = [Sampler(model, eos_ids=(63,), pad_id=0, fuse_projections=f)(
+        PROMPTS, max_new_tokens=12, num_samples=3, temperature=temperature, top_p=0.9, seed=4) for f in (False, True)]
+    assert runs[0].tokens == runs[1].tokens
+    assert not Sampler(model, eos_ids=(63,), pad_id=0).fuse  # off unless asked for (Sampler's docstring)

@@ -6,6 +6,9 @@ import pathlib
 import subprocess
 import sys
 
+import jax
+import pytest
+
 from rallrec_jax import xla_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -37,7 +40,16 @@ def _run_child(env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
+@pytest.fixture
+def no_jax_cache_dir():
+    """This process's jax option cleared (an earlier test's binary may have enabled the cache), then restored."""
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_the_folder_follows_the_environment(monkeypatch, tmp_path, no_jax_cache_dir):
     monkeypatch.delenv(xla_cache.ENV, raising=False)
     monkeypatch.setenv("RALLREC_CACHE", str(tmp_path / "cache"))
     assert xla_cache.cache_path() == (tmp_path / "cache").resolve() / "xla"
@@ -46,6 +58,19 @@ def test_the_folder_follows_the_environment(monkeypatch, tmp_path):
     for off in ("off", "OFF", "0", "false", " "):
         monkeypatch.setenv(xla_cache.ENV, off)
         assert xla_cache.cache_path() is None
+
+
+def test_a_folder_jax_was_given_is_kept_unless_ours_is_set(tmp_path):
+    """A user's own JAX_COMPILATION_CACHE_DIR is where the cache stays; RALLREC_XLA_CACHE still wins over it."""
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "users_own"),
+               RALLREC_CACHE=str(tmp_path / "cache"))
+    env.pop(xla_cache.ENV, None)
+    env.pop("XLA_FLAGS", None)
+    out = _run_child(env)
+    assert out["path"] == str((tmp_path / "users_own").resolve())
+    assert any((tmp_path / "users_own").iterdir()) and not (tmp_path / "cache" / "xla").exists()
+    env[xla_cache.ENV] = str(tmp_path / "ours")
+    assert _run_child(env)["path"] == str((tmp_path / "ours").resolve())
 
 
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):

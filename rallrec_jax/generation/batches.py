@@ -61,6 +61,14 @@ def steps_per_epoch(num_examples: int, effective_batch: int) -> int:
     return max(1, -(-num_examples // effective_batch))
 
 
+def examples_seen(num_examples: int, effective_batch: int, steps: int) -> int:
+    """Real (non-filler) training examples the first `steps` global steps have seen: the x axis of a learning
+    curve, comparable across batch sizes."""
+    spe = steps_per_epoch(num_examples, effective_batch)
+    epochs, within = divmod(int(steps), spe)
+    return epochs * num_examples + min(within * effective_batch, num_examples)
+
+
 def step_rows(num_examples: int, effective_batch: int, seed: int, step: int) -> tuple[list[int | None], int, int]:
     """Example indices of global step `step` (None = zero-weight filler in a short last batch), its epoch and
     its batch within the epoch. Depends only on (seed, epoch, step): a resumed run sees the same data."""

@@ -37,8 +37,8 @@ from rallrec_jax import artifacts, checkpoint, console
 from rallrec_jax import settings as settings_lib
 from rallrec_jax.data import sampling
 from rallrec_jax.generation import examples as ex_lib
-from rallrec_jax.generation import training_rows
-from rallrec_jax.generation.batches import answer_length, global_batch, step_rows, steps_per_epoch
+from rallrec_jax.generation import learning_curve, training_rows
+from rallrec_jax.generation.batches import answer_length, examples_seen, global_batch, step_rows, steps_per_epoch
 from rallrec_jax.generation.early_stopping import METRICS, EarlyStopping
 from rallrec_jax.generation.inputs import lora_config, run_dir, run_identity, stage_inputs
 from rallrec_jax.generation.trainer import Trainer, TrainSettings
@@ -284,15 +284,16 @@ def _check_finite(loss: float, grad_norm: float, step: int, epoch: int, within: 
 
 def _evaluate_and_keep_best(trainer: Trainer, lora, eval_examples: Sequence[ex_lib.Example], pad_id: int,
                             loop: LoopConfig, stopping: EarlyStopping, step: int, best_dir: pathlib.Path,
-                            log: MetricsLog) -> dict:
-    """Validates the adapters of `step`, updates early stopping, writes them to `best/` when they are the best
-    so far, and logs the evaluation. Returns the evaluation's metrics."""
+                            log: MetricsLog, seen: int) -> dict:
+    """Validates the adapters of `step` (after `seen` training examples), updates early stopping, writes them
+    to `best/` when they are the best so far, and logs the evaluation. Returns the evaluation's metrics."""
     result = trainer.evaluate(lora, eval_examples, answer_length(eval_examples), pad_id)
     value = result[loop.metric] if loop.metric in result else math.nan
     if stopping.update(value, step):
         nnx.update(trainer.model, trainer._copy(lora))
         checkpoint.save_adapters(best_dir, step, trainer.model, max_to_keep=1)
-    log.write({"step": step, **result, "best_step": stopping.best_step, "evals_without_improvement": stopping.bad})
+    log.write({"step": step, **result, "examples_seen": seen, "best_step": stopping.best_step,
+               "evals_without_improvement": stopping.bad})
     return result
 
 
@@ -349,12 +350,14 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             if step % loop.log_every == 0 or step == end:
                 log.write({"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
                            "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
-                           "examples_per_s": real / dt, "bucket": length})
+                           "examples_per_s": real / dt, "bucket": length,
+                           "examples_seen": examples_seen(len(train_examples), s.effective_batch, step)})
             bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}", refresh=False)  # drawn by update()
             bar.update(1)
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
+                seen = examples_seen(len(train_examples), s.effective_batch, step)
                 last_eval = _evaluate_and_keep_best(trainer, lora, eval_examples, pad_id, loop, stopping, step,
-                                                    best_dir, log)
+                                                    best_dir, log, seen)
                 save(step)
             elif loop.checkpoint_every and step % loop.checkpoint_every == 0:
                 save(step)
@@ -421,4 +424,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                          identity=run_identity(config, identity))
     summary.update({"train_examples": len(train), "validation_examples": len(val), "orders": order_names,
                     "validation_sample": val_sample.summary(), "run_dir": str(out_dir)})
+    if jax.process_index() == 0 and summary["last_eval"]:
+        # Validation AUC and loss against examples seen (issue 13): <run_dir>/learning_curve.png and .json.
+        summary["learning_curve"] = learning_curve.save_learning_curve(out_dir)[0]
     return summary

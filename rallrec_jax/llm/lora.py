@@ -94,6 +94,18 @@ class LoraDense(nnx.Module):
         h = self.dropout(x).astype(dtype) @ self.lora_a[...].astype(dtype)  # [..., r]
         return self.base(x) + self.scale * (h @ self.lora_b[...].astype(dtype))
 
+    def inference_kernel(self) -> tuple[jax.Array, jax.Array | None] | None:
+        """(W + scale * A @ B [..., in, out], the base's bias) as `Dense.inference_kernel` gives them: the same
+        map at inference; None in training mode with dropout, where x and the adapter see different inputs."""
+        if self.dropout.rate > 0 and not self.dropout.deterministic:
+            return None
+        base = self.base.inference_kernel()
+        if base is None:
+            return None
+        kernel, bias = base
+        a, b = self.lora_a[...].astype(jnp.float32), self.lora_b[...].astype(jnp.float32)
+        return (kernel.astype(jnp.float32) + self.scale * (a @ b)).astype(kernel.dtype), bias
+
     def merged(self) -> Dense:
         """A plain Dense with kernel W + scale * A @ B (same variables otherwise)."""
         kernel = self.base.kernel

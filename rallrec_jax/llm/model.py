@@ -71,6 +71,11 @@ class Dense(nnx.Module):
             y = y + self.bias[...].astype(self.dtype)
         return y
 
+    def inference_kernel(self) -> tuple[jax.Array, jax.Array | None] | None:
+        """(kernel [..., in, out], bias [..., out] or None): what this layer computes at inference, for
+        `Llm.fused_projections` (a LoRA-wrapped layer answers with its adapters folded in)."""
+        return self.kernel[...], None if self.bias is None else self.bias[...]
+
 
 class RMSNorm(nnx.Module):
     """HF LlamaRMSNorm: normalise in float32, cast back, then scale."""
@@ -104,6 +109,17 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 # One layer's view of a cached key set: (k [B', KV, S, hd], v, mask [B', 1, S]).
 Context = tuple[jax.Array, jax.Array, jax.Array]
 
+# Fused projection weights (`Llm.fused_projections`), per layer inside the scan: "qkv" [D, (H + 2 KV) hd] and
+# "gate_up" [D, 2 F], with "qkv_bias" / "gate_up_bias" where the model has biases.
+Fused = dict[str, jax.Array]
+
+
+def _fused_dot(x: jax.Array, fused: Fused, name: str, dtype) -> jax.Array:
+    y = jnp.dot(x.astype(dtype), fused[name].astype(dtype))
+    if name + "_bias" in fused:
+        y = y + fused[name + "_bias"].astype(dtype)
+    return y
+
 
 class Attention(nnx.Module):
     def __init__(self, cfg: LlmConfig, *, rngs: nnx.Rngs):
@@ -115,16 +131,21 @@ class Attention(nnx.Module):
         self.o_proj = Dense(h * hd, d, ("heads", "embed"), use_bias=cfg.o_bias, cfg=cfg, rngs=rngs)
 
     def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                 contexts: Sequence[Context] = (), impl: str = "einsum"):
+                 contexts: Sequence[Context] = (), impl: str = "einsum", fused: Fused | None = None):
         """x [B, L, D]; mask [B, L, L] over the chunk itself (query i at key slot i); contexts: cached key
-        sets every query also sees. -> (out [B, L, D], (k, v) [B, KV, L, hd] of the chunk, in the cache's
-        layout; XLA drops the transpose where no caller collects them)."""
+        sets every query also sees; fused: this layer's fused weights (one q/k/v matmul instead of three).
+        -> (out [B, L, D], (k, v) [B, KV, L, hd] of the chunk, in the cache's layout; XLA drops the transpose
+        where no caller collects them)."""
         cfg = self.cfg
         b, l, _ = x.shape
         h, kv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q = apply_rope(self.q_proj(x).reshape(b, l, h, hd), cos, sin)  # [B, L, H, hd]
-        k = apply_rope(self.k_proj(x).reshape(b, l, kv, hd), cos, sin)  # [B, L, KV, hd]
-        v = self.v_proj(x).reshape(b, l, kv, hd)
+        if fused is None:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = jnp.split(_fused_dot(x, fused, "qkv", cfg.jnp_dtype), [h * hd, (h + kv) * hd], axis=-1)
+        q = apply_rope(q.reshape(b, l, h, hd), cos, sin)  # [B, L, H, hd]
+        k = apply_rope(k.reshape(b, l, kv, hd), cos, sin)  # [B, L, KV, hd]
+        v = v.reshape(b, l, kv, hd)
         kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, KV, L, hd]
         if contexts:
             out = attention.attend_parts(q, [*contexts, (kt, vt, mask)], impl)
@@ -136,12 +157,17 @@ class Attention(nnx.Module):
 class Mlp(nnx.Module):
     def __init__(self, cfg: LlmConfig, *, rngs: nnx.Rngs):
         d, f = cfg.hidden_size, cfg.intermediate_size
+        self.dtype = cfg.jnp_dtype
         self.gate_proj = Dense(d, f, ("embed", "mlp"), use_bias=cfg.mlp_bias, cfg=cfg, rngs=rngs)
         self.up_proj = Dense(d, f, ("embed", "mlp"), use_bias=cfg.mlp_bias, cfg=cfg, rngs=rngs)
         self.down_proj = Dense(f, d, ("mlp", "embed"), use_bias=cfg.mlp_bias, cfg=cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    def __call__(self, x: jax.Array, fused: Fused | None = None) -> jax.Array:
+        if fused is None:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        else:
+            gate, up = jnp.split(_fused_dot(x, fused, "gate_up", self.dtype), 2, axis=-1)  # [B, L, F] each
+        return self.down_proj(jax.nn.silu(gate) * up)
 
 
 class Block(nnx.Module):
@@ -153,10 +179,11 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg)
         self.mlp = Mlp(cfg, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, contexts: Sequence[Context] = (), impl: str = "einsum"):
-        a, kv = self.attn(self.input_norm(x), cos, sin, mask, contexts, impl)
+    def __call__(self, x, cos, sin, mask, contexts: Sequence[Context] = (), impl: str = "einsum",
+                 fused: Fused | None = None):
+        a, kv = self.attn(self.input_norm(x), cos, sin, mask, contexts, impl, fused)
         x = x + a
-        return x + self.mlp(self.post_attn_norm(x)), kv
+        return x + self.mlp(self.post_attn_norm(x), fused), kv
 
 
 def stacked_blocks(cfg: LlmConfig, rngs: nnx.Rngs) -> Block:
@@ -196,9 +223,11 @@ class Llm(nnx.Module):
 
     # ------------------------------------------------------------------ the layer scan
     def _scan_layers(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-                     contexts: Sequence[KVCache] = (), remat: str = "none", collect_kv: bool = False):
+                     contexts: Sequence[KVCache] = (), remat: str = "none", collect_kv: bool = False,
+                     fused: Fused | None = None):
         """x [B, L, D] through every layer with one lax.scan over the stacked parameters (and the contexts'
-        per-layer keys/values). Returns (x, (k, v) [N, B, KV, L, hd] if collect_kv else None).
+        per-layer keys/values, and the fused projections [N, ...] if given). Returns (x, (k, v)
+        [N, B, KV, L, hd] if collect_kv else None).
 
         Each layer slice keeps its own RNG streams (LoRA dropout): their counts come out of the scan and go
         back into the module, so a Python loop over the layer slices draws the same masks."""
@@ -214,11 +243,11 @@ class Llm(nnx.Module):
         masks = [c.mask.astype(bool)[:, None, :] for c in contexts]  # [B', 1, S]
 
         def body(h, xs):
-            layer_state, kvs = xs
+            layer_state, kvs, layer_fused = xs
             layer = nnx.merge(graphdef, layer_state)
             counts = jax.tree.leaves(nnx.state(layer, nnx.RngCount))
             parts = [(k, v, m) for (k, v), m in zip(kvs, masks)]
-            h, kv = layer(h, cos, sin, mask, parts, impl)
+            h, kv = layer(h, cos, sin, mask, parts, impl, layer_fused)
             # Streams drawn from (dropout in train mode) come out with their new counts; untouched ones stay
             # as they are (the model's state may belong to an outer trace and cannot be written then).
             drawn = any(a is not b for a, b in zip(jax.tree.leaves(nnx.state(layer, nnx.RngCount)), counts))
@@ -232,7 +261,7 @@ class Llm(nnx.Module):
             # each block's input.
             policy = None if remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)  # the scan already stops CSE
-        x, (kv, rng) = jax.lax.scan(body, x, (state, [(c.k, c.v) for c in contexts]))
+        x, (kv, rng) = jax.lax.scan(body, x, (state, [(c.k, c.v) for c in contexts], fused))
         if rng is not None:
             nnx.update(self.layers, rng)
         return x, kv
@@ -265,13 +294,41 @@ class Llm(nnx.Module):
         return (x, KVCache(kv[0], kv[1], attention_mask)) if return_kv else x
 
     def extend(self, tokens: jax.Array, positions: jax.Array, attention_mask: jax.Array | None,
-               contexts: Sequence[KVCache]) -> tuple[jax.Array, KVCache]:
+               contexts: Sequence[KVCache], fused: Fused | None = None) -> tuple[jax.Array, KVCache]:
         """A chunk tokens [B, L] that follows cached key sets: each context holds B or B / r rows (a prefix
         shared by r consecutive rows). Every chunk query sees the real slots of every context and the real
-        chunk tokens up to itself. -> (hidden [B, L, D], KVCache of the chunk [N, B, KV, L, hd] + its mask)."""
+        chunk tokens up to itself; `fused` (from `fused_projections`) runs q/k/v and gate/up as one matmul
+        each. -> (hidden [B, L, D], KVCache of the chunk [N, B, KV, L, hd] + its mask)."""
         x, cos, sin, mask, attention_mask = self._inputs(tokens, positions, attention_mask)
-        x, kv = self._scan_layers(x, cos, sin, mask, contexts, collect_kv=True)
+        x, kv = self._scan_layers(x, cos, sin, mask, contexts, collect_kv=True, fused=fused)
         return self.final_norm(x), KVCache(kv[0], kv[1], attention_mask)
+
+    def fused_projections(self) -> Fused | None:
+        """Every layer's q/k/v kernels side by side, [N, D, (H + 2 KV) hd], and gate/up, [N, D, 2 F] (LoRA
+        adapters folded in, biases concatenated), or None when a projection is a module that cannot say what
+        it computes (an adapter in training mode, with dropout, or an unknown wrapper).
+
+        Why: a decode step multiplies only B·K rows (20 for 4 prompts x 5 traces), where on CPU a matmul costs
+        about the same for 576 output columns as for 3,072, so three q/k/v and two gate/up matmuls per layer
+        cost nearly three and two times one (an isolated microbenchmark; the whole step has not yet shown the
+        gain: `Sampler`'s docstring). The sampler, when asked (`fuse_projections=True`), builds these once
+        per generate call, outside its decode loop (a copy of about half the weights, 280 MB float32 for
+        SmolLM2-135M), and every step reads them. Computed from the model's current parameters, so tuned
+        adapters are always the ones used."""
+        attn, mlp = self.layers.attn, self.layers.mlp
+        groups = {"qkv": (attn.q_proj, attn.k_proj, attn.v_proj), "gate_up": (mlp.gate_proj, mlp.up_proj)}
+        fused: Fused = {}
+        for name, layers in groups.items():
+            parts = [getattr(m, "inference_kernel", lambda: None)() for m in layers]
+            if any(p is None for p in parts):
+                return None
+            fused[name] = jnp.concatenate([w for w, _ in parts], axis=-1)  # [N, D, sum of outputs]
+            biases = [b for _, b in parts]
+            if any(b is not None for b in biases):
+                fused[name + "_bias"] = jnp.concatenate(
+                    [jnp.zeros(w.shape[:-2] + w.shape[-1:], w.dtype) if b is None else b for (w, _), b in
+                     zip(parts, biases)], axis=-1)
+        return fused
 
     def head(self, hidden: jax.Array) -> jax.Array:
         """hidden [..., D] -> logits [..., V], accumulated and returned in float32."""

@@ -222,18 +222,20 @@ def _prefill(graphdef, state, tokens, mask, *, mesh, num_samples: int, gen_len: 
     return DecodeCache(prefix, k, v), logits, key_mask, next_pos
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p"),
-                   donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("graphdef", "eos_ids", "pad_id", "greedy", "top_k", "use_top_p",
+                                             "fuse"), donate_argnames=("cache",))
 def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tokens, temperature, top_p, *,
-            eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool):
+            eos_ids: tuple[int, ...], pad_id: int, greedy: bool, top_k: int, use_top_p: bool, fuse: bool):
     """All decode steps in one while_loop; stops when every row hit EOS or after max_new_tokens.
 
     Per step: one layer scan that only reads the caches (prefix + generated) and returns the new token's
     keys/values, then one dynamic_update_slice of all layers' [N, B, KV, 1, hd] into the donated cache,
-    which XLA does in place in the loop carry."""
+    which XLA does in place in the loop carry. With `fuse`, the fused q/k/v and gate/up weights are built
+    once here, before the loop (`Llm.fused_projections`), and every step reads them."""
     model = nnx.merge(graphdef, state)
     n, gen_len = key_mask.shape
     eos = jnp.asarray(eos_ids, jnp.int32)
+    fused = model.fused_projections() if fuse else None
 
     def cond(s: SamplingState):
         return (s.step < max_new_tokens) & ~jnp.all(s.done)
@@ -247,7 +249,7 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
         tokens = jax.lax.dynamic_update_slice(s.tokens, tok[:, None], (0, s.step))
         done = s.done | jnp.isin(tok, eos)
         generated = KVCache(s.cache.k, s.cache.v, s.key_mask)
-        hidden, new = model.extend(tok[:, None], s.positions[:, None], None, (s.cache.prefix, generated))
+        hidden, new = model.extend(tok[:, None], s.positions[:, None], None, (s.cache.prefix, generated), fused)
         at = (0, 0, 0, s.step, 0)  # generation slot s.step of every layer, row and KV head
         cache = s.cache._replace(k=jax.lax.dynamic_update_slice(s.cache.k, new.k.astype(s.cache.k.dtype), at),
                                  v=jax.lax.dynamic_update_slice(s.cache.v, new.v.astype(s.cache.v.dtype), at))
@@ -264,7 +266,14 @@ def _decode(graphdef, state, cache, key_mask, logits, next_pos, key, max_new_tok
 class Sampler:
     """Generates from a model (optionally sharded over `mesh`: batch over data x fsdp, params by their rules)."""
 
-    def __init__(self, model: Llm, eos_ids: Sequence[int], pad_id: int, mesh: Mesh | None = None):
+    def __init__(self, model: Llm, eos_ids: Sequence[int], pad_id: int, mesh: Mesh | None = None,
+                 fuse_projections: bool = False):
+        """fuse_projections: decode with q/k/v and gate/up fused (`Llm.fused_projections`). Off by default: an
+        isolated microbenchmark of a 20-row step's matmuls had them at 35-44 ms fused against 47-50 ms apart,
+        but the whole decode step measured 0.85x (0.79-1.09, 3 interleaved pairs, SmolLM2 P=4 x K=5,
+        `benchmarks/decode_floor.py`, 2 CPU cores, 2026-12-08, on a machine running at a third of its usual
+        matmul rate). Measure again with `decode_floor.py --fuse on,off` before turning it on; on an
+        accelerator decode is bound by reading the weights, which fusion does not change."""
         if not eos_ids:
             raise ValueError("eos_ids is empty: give at least one stop token")
         self.graphdef, self.state = nnx.split(model)
@@ -272,6 +281,8 @@ class Sampler:
         self.eos_ids = tuple(int(i) for i in eos_ids)
         self.pad_id = int(pad_id)
         self.mesh = mesh
+        # A model whose projections cannot be fused (an adapter in training mode) decodes unfused (`_decode`).
+        self.fuse = bool(fuse_projections)
 
     def refresh(self, model: Llm) -> None:
         """Re-reads the model's parameters (in-place optimizer updates already show; this covers replaced
@@ -305,7 +316,7 @@ class Sampler:
             self.graphdef, self.state, cache, key_mask, logits, next_pos, jax.random.key(seed),
             jnp.int32(max_new_tokens), jnp.float32(max(temperature, 1e-6)), jnp.float32(top_p),
             eos_ids=self.eos_ids, pad_id=self.pad_id, greedy=greedy, top_k=int(top_k),
-            use_top_p=(not greedy) and top_p < 1.0)
+            use_top_p=(not greedy) and top_p < 1.0, fuse=self.fuse)
         out = parallel.fetch(out)[: p * k].reshape(p, k, -1)
         done = parallel.fetch(done)[: p * k].reshape(p, k)
         result = []
