@@ -17,7 +17,7 @@ is unreachable); sampled (temperature 0.6, top-p 0.95, as the reasoning stage) a
 decode while-loop alone (prefill excluded), median of --reps runs.
 
 `--fuse on,off` (the default) times each shape and mode with the fused q/k/v and gate/up projections
-(`Llm.fused_projections`, the CPU default) and without, in interleaved runs, and prints fused / unfused.
+(`Llm.fused_projections`; the Sampler's default is off) and without, in interleaved runs, and prints fused / unfused.
 
     python benchmarks/decode_floor.py [--reps 3] [--shapes 4x5,10x3,1x1] [--new-tokens 128] [--fuse on,off]
 """

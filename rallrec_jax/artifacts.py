@@ -153,6 +153,29 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int | None = 1) -> pathl
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str))
 
 
+def save_figure(numbers: Mapping[str, Any], path_png: PathLike, draw: Callable[[Mapping[str, Any], Any], None],
+                size: tuple[float, float]) -> tuple[str, str]:
+    """Draws `numbers` with `draw(numbers, fig)` on matplotlib's Agg canvas (headless) into path_png, a figure of
+    `size` inches, and writes the numbers as JSON beside it (`x.png` -> `x.json`), each atomically; returns
+    (png_path, json_path). The one figure writer of the stages (reasoning's figures, Fig. 8, learning curves)."""
+    if not str(path_png).endswith(".png"):
+        raise ValueError(f"path_png must end in .png, got {str(path_png)!r}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    text = json.dumps(numbers, indent=1, sort_keys=True)  # fails early if not JSON-ready
+    fig = Figure(figsize=size, dpi=100)
+    FigureCanvasAgg(fig)
+    draw(numbers, fig)
+    fig.tight_layout()
+    path_png = str(path_png)
+    path_json = path_png[: -len(".png")] + ".json"
+    with atomic_path(path_png) as tmp:
+        fig.savefig(tmp, format="png")
+    atomic_write_text(path_json, text)
+    return path_png, path_json
+
+
 def atomic_save_npy(path: PathLike, array: np.ndarray) -> pathlib.Path:
     return atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
 

@@ -347,15 +347,14 @@ def train_loop(trainer: Trainer, train_examples: Sequence[ex_lib.Example], eval_
             _check_finite(loss, grad_norm, step, epoch, within, mgr, ckpt_dir)
             step += 1
             real = sum(r is not None for r in rows)
+            seen = examples_seen(len(train_examples), s.effective_batch, step)
             if step % loop.log_every == 0 or step == end:
                 log.write({"step": step, "epoch": epoch, "loss": loss, "grad_norm": grad_norm,
                            "answer_tokens": float(stats["answer_tokens"]), "lr": float(trainer.schedule(step - 1)),
-                           "examples_per_s": real / dt, "bucket": length,
-                           "examples_seen": examples_seen(len(train_examples), s.effective_batch, step)})
+                           "examples_per_s": real / dt, "bucket": length, "examples_seen": seen})
             bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{real / dt:.1f}", refresh=False)  # drawn by update()
             bar.update(1)
             if loop.eval_every and (step % loop.eval_every == 0 or step == loop.total_steps) and eval_examples:
-                seen = examples_seen(len(train_examples), s.effective_batch, step)
                 last_eval = _evaluate_and_keep_best(trainer, lora, eval_examples, pad_id, loop, stopping, step,
                                                     best_dir, log, seen)
                 save(step)

@@ -97,19 +97,6 @@ def draw(numbers: Mapping[str, Any], fig) -> None:
 def save_learning_curve(run_dir: str | os.PathLike, path_png: str | os.PathLike | None = None) -> tuple[str, str]:
     """Draws the curve of `run_dir` into `path_png` (default `<run_dir>/learning_curve.png`) and writes its numbers
     as JSON beside it, each atomically; returns (png_path, json_path)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: headless
-    from matplotlib.figure import Figure
-
     numbers = read_curve(run_dir)
-    path_png = pathlib.Path(path_png) if path_png else pathlib.Path(run_dir) / "learning_curve.png"
-    if path_png.suffix != ".png":
-        raise ValueError(f"path_png must end in .png, got {str(path_png)!r}")
-    fig = Figure(figsize=(11, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
-    draw(numbers, fig)
-    fig.tight_layout()
-    with artifacts.atomic_path(path_png) as tmp:
-        fig.savefig(tmp, format="png")
-    path_json = path_png.with_suffix(".json")
-    artifacts.atomic_write_text(path_json, json.dumps(numbers, indent=1))
-    return str(path_png), str(path_json)
+    path_png = path_png if path_png else pathlib.Path(run_dir) / "learning_curve.png"
+    return artifacts.save_figure(numbers, path_png, draw, (11, 4.2))

@@ -22,7 +22,6 @@ JSON beside it (`x.png` -> `x.json`), each atomically (temporary file, then `os.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -246,20 +245,6 @@ def save_figure(numbers: Mapping[str, Any], path_png: str,
     """Draws `numbers` into path_png and writes them as JSON beside it; returns (png_path, json_path).
 
     `draw(numbers, fig)` and `size` (inches) draw a figure this module does not know (report.py's Fig. 8)."""
-    if not str(path_png).endswith(".png"):
-        raise ValueError(f"path_png must end in .png, got {path_png!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: headless
-    from matplotlib.figure import Figure
-
-    text = json.dumps(numbers, indent=1, sort_keys=True)  # fails early if not JSON-ready
     sizes = {"alpha_sweep": (12, 4), "epsilon_sweep": (12, 4)}
-    fig = Figure(figsize=size or sizes.get(numbers.get("figure"), (7, 4.5)), dpi=100)
-    FigureCanvasAgg(fig)
-    (draw or _draw)(numbers, fig)
-    fig.tight_layout()
-    path_png = str(path_png)
-    path_json = path_png[: -len(".png")] + ".json"
-    with artifacts.atomic_path(path_png) as tmp:
-        fig.savefig(tmp, format="png")
-    artifacts.atomic_write_text(path_json, text)
-    return path_png, path_json
+    return artifacts.save_figure(numbers, path_png, draw or _draw,
+                                 size or sizes.get(numbers.get("figure"), (7, 4.5)))
